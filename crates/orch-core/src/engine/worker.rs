@@ -1,0 +1,496 @@
+//! Worker loops: claim due jobs in batches, run their handlers under a renewed lease, write the
+//! results in one batch, then wake whatever the results unblocked.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tracing::{debug, info, warn};
+
+use super::graph;
+use super::handler::{JobCtx, Outcome, Verdict};
+use super::stats::Stats;
+use super::{Shared, TimeoutPolicy};
+use crate::alerts::{Alert, Severity};
+use crate::error::{Error, Result};
+use crate::events::JobEvent;
+use crate::job::{ClaimRequest, Job, JobWrite, Transition, WorkerInfo};
+use crate::queue::{OutMessage, WakeMessage};
+use crate::state::{transition, Event};
+use crate::types::{JobId, JobKind, JobStatus, Timestamp};
+
+/// Reserves up to `want` slots of a kind's in-flight budget; returns how many it got.
+fn reserve(sh: &Shared, kind: JobKind, want: u32) -> u32 {
+    let limit = sh.cfg.in_flight_limit(kind);
+    let slot = &sh.in_flight[kind.index()];
+    let mut cur = slot.load(Ordering::Relaxed);
+    loop {
+        let take = want.min(limit.saturating_sub(cur));
+        if take == 0 {
+            return 0;
+        }
+        match slot.compare_exchange_weak(cur, cur + take, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return take,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+fn release(sh: &Shared, kind: JobKind, n: u32) {
+    if n > 0 {
+        sh.in_flight[kind.index()].fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Waits for a wake-up, the sweep interval, or shutdown.
+async fn idle(sh: &Shared, notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) {
+    tokio::select! {
+        _ = notified => {}
+        _ = tokio::time::sleep(sh.cfg.poll_interval) => {}
+        _ = sh.shutdown.cancelled() => {}
+    }
+}
+
+pub(crate) async fn worker_loop(sh: Arc<Shared>, n: usize) {
+    debug!(target: "orch::engine", worker = %sh.worker_id, n, "worker started");
+    let mut db_backoff = Duration::from_millis(50);
+    while !sh.shutdown.is_cancelled() {
+        // Registered before claiming, so a notification sent while we claim is not lost.
+        let notified = sh.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let mut wants = Vec::with_capacity(5);
+        for kind in JobKind::ALL {
+            if sh.handlers[kind.index()].is_some() {
+                let got = reserve(&sh, kind, sh.cfg.claim_batch);
+                if got > 0 {
+                    wants.push((kind, got));
+                }
+            }
+        }
+        if wants.is_empty() {
+            idle(&sh, notified).await;
+            continue;
+        }
+        let now = sh.clock.now();
+        let req = ClaimRequest {
+            chain: sh.chain.clone(),
+            owner: sh.worker_id.clone(),
+            now,
+            lease_until: now.plus(sh.cfg.lease),
+            wants: wants.clone(),
+        };
+        let claimed = match sh.db.claim_jobs(&req).await {
+            Ok(c) => {
+                db_backoff = Duration::from_millis(50);
+                c
+            }
+            Err(e) => {
+                for (k, w) in &wants {
+                    release(&sh, *k, *w);
+                }
+                Stats::add(&sh.stats.db_errors, 1);
+                warn!(target: "orch::engine", error = %e, backoff_ms = db_backoff.as_millis() as u64, "claim failed; backing off");
+                tokio::select! {
+                    _ = tokio::time::sleep(db_backoff) => {}
+                    _ = sh.shutdown.cancelled() => {}
+                }
+                db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut counts = [0u32; 5];
+        for j in &claimed {
+            counts[j.kind().index()] += 1;
+        }
+        for (k, w) in &wants {
+            release(&sh, *k, w - counts[k.index()].min(*w));
+        }
+        if claimed.is_empty() {
+            idle(&sh, notified).await;
+            continue;
+        }
+        Stats::add(&sh.stats.claimed, claimed.len() as u64);
+
+        let results = join_all(claimed.into_iter().map(|job| run_job(&sh, job))).await;
+        let writes: Vec<JobWrite> = results.into_iter().flatten().collect();
+        flush(&sh, writes).await;
+        for kind in JobKind::ALL {
+            release(&sh, kind, counts[kind.index()]);
+        }
+        // Freed capacity may let a waiting worker claim.
+        sh.work.notify_waiters();
+    }
+    debug!(target: "orch::engine", worker = %sh.worker_id, n, "worker stopped");
+}
+
+/// Writes a batch of results, retrying a failing backend for up to one lease; then reacts to
+/// what was written. A batch that cannot be written is abandoned: the leases lapse and the jobs
+/// run again, which is safe because handlers are idempotent.
+async fn flush(sh: &Shared, writes: Vec<JobWrite>) {
+    if writes.is_empty() {
+        return;
+    }
+    let deadline = sh.clock.now().plus(sh.cfg.lease);
+    let mut delay = Duration::from_millis(20);
+    let results = loop {
+        match sh.db.update_jobs(writes.clone()).await {
+            Ok(r) => break r,
+            Err(e) => {
+                Stats::add(&sh.stats.db_errors, 1);
+                if sh.clock.now() >= deadline || !e.is_retryable() {
+                    warn!(target: "orch::engine", error = %e, jobs = writes.len(), "could not write job results; leases will lapse and the jobs run again");
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    let now = sh.clock.now();
+    let mut wake = Vec::new();
+    let mut hints = Vec::new();
+    let mut deferred = Vec::new();
+    for (w, r) in writes.into_iter().zip(results) {
+        match r {
+            Ok(job) => {
+                if let Some(t) = w.transition {
+                    after_transition(sh, &job, &t, &mut wake, &mut deferred);
+                    sh.events.publish(JobEvent { job_id: job.id, key: job.key.clone(), transition: t });
+                }
+                if job.next_run_at > now && job.next_run_at != Timestamp::NEVER {
+                    hints.push((job.id, job.kind(), job.epoch, job.next_run_at.since(now)));
+                }
+            }
+            Err(e) => {
+                Stats::add(&sh.stats.conflicts, 1);
+                info!(target: "orch::engine", job_id = %w.job.id, key = %w.job.key, error = %e, "result dropped: job was taken over");
+            }
+        }
+    }
+    for job in deferred {
+        // The dependency may have completed between our check and our write, and its wake-up
+        // found the job still claimed: look once more now that the write is visible.
+        if deps_ready(sh, &job).await.unwrap_or(false) {
+            wake.push((job.kind(), job.range().first()));
+        }
+    }
+    if !wake.is_empty() {
+        match sh.db.wake_jobs(&sh.chain, &wake, now).await {
+            Ok(woken) if !woken.is_empty() => {
+                sh.work.notify_waiters();
+                for (id, epoch) in woken {
+                    // Kind is informative only; the receiver claims whatever is due.
+                    hints.push((id, JobKind::StateTransition, epoch, Duration::ZERO));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                Stats::add(&sh.stats.db_errors, 1);
+                debug!(target: "orch::engine", error = %e, "wake failed; dependents will be found by the sweep");
+            }
+        }
+    }
+    send_hints(sh, hints).await;
+}
+
+fn after_transition(
+    sh: &Shared,
+    job: &Job,
+    t: &Transition,
+    wake: &mut Vec<(JobKind, u64)>,
+    deferred: &mut Vec<Job>,
+) {
+    match t.to {
+        JobStatus::Completed => {
+            Stats::add(&sh.stats.completed, 1);
+            wake.extend(graph::dependents(job.kind(), job.range()));
+        }
+        JobStatus::PendingRetry => Stats::add(&sh.stats.retried, 1),
+        JobStatus::Failed => {
+            Stats::add(&sh.stats.failed, 1);
+            let alert = Alert {
+                severity: Severity::Critical,
+                key: format!("job-failed:{}", job.key),
+                summary: format!("job {} failed after {} attempts", job.key, job.attempts),
+                details: job.last_error.clone().unwrap_or_default(),
+            };
+            let alerts = sh.alerts.clone();
+            tokio::spawn(async move {
+                if let Err(e) = alerts.send(alert).await {
+                    warn!(target: "orch::engine", error = %e, "alert not sent");
+                }
+            });
+        }
+        JobStatus::Created if t.from == JobStatus::Processing => {
+            Stats::add(&sh.stats.deferred, 1);
+            if !job.deps.is_empty() {
+                deferred.push(job.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn send_hints(sh: &Shared, hints: Vec<(JobId, JobKind, crate::types::Epoch, Duration)>) {
+    let Some(q) = &sh.queue else { return };
+    if !sh.cfg.queue_hints || hints.is_empty() {
+        return;
+    }
+    let max = q.capabilities().max_delay;
+    let msgs = hints
+        .into_iter()
+        .map(|(id, kind, epoch, delay)| OutMessage {
+            payload: WakeMessage::new(id, kind, epoch).encode(),
+            delay: delay.min(max),
+        })
+        .collect();
+    if let Err(e) = q.send(msgs).await {
+        // Hints are an optimisation: the sweep finds the jobs anyway.
+        debug!(target: "orch::engine", error = %e, "queue hint not sent");
+    }
+}
+
+pub(crate) async fn deps_ready(sh: &Shared, job: &Job) -> Result<bool> {
+    for dep in &job.deps {
+        match sh.db.get_job_by_key(dep).await? {
+            Some(d) if d.status == JobStatus::Completed => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Runs a future while renewing the job's lease every third of its length. Losing the lease
+/// (epoch moved on) abandons the future.
+async fn under_lease<T>(sh: &Shared, job: &Job, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    let every = sh.cfg.lease / 3;
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tokio::time::sleep(every) => {
+                let until = sh.clock.now().plus(sh.cfg.lease);
+                match sh.db.extend_lease(job.id, job.epoch, until).await {
+                    Ok(()) => {}
+                    Err(e @ Error::VersionConflict { .. }) => return Err(e),
+                    Err(e) => {
+                        // Transient: keep working. If the lease lapses meanwhile, the fence
+                        // rejects our result and the new holder's counts.
+                        warn!(target: "orch::engine", job_id = %job.id, error = %e, "lease renewal failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds the write that moves `job` (as the handler left it) with `event`.
+fn write(
+    sh: &Shared,
+    mut job: Job,
+    event: Event,
+    reason: impl Into<String>,
+    next_run_at: Timestamp,
+) -> Option<JobWrite> {
+    let now = sh.clock.now();
+    let from = job.status;
+    let to = match transition(from, event) {
+        Ok(to) => to,
+        Err(e) => {
+            warn!(target: "orch::engine", job_id = %job.id, error = %e, "engine bug: invalid transition skipped");
+            return None;
+        }
+    };
+    job.status = to;
+    job.lease = None;
+    job.next_run_at = next_run_at;
+    let transition = (from != to).then(|| Transition {
+        at: now,
+        from,
+        to,
+        reason: reason.into(),
+        attempt: job.attempts,
+        actor: Some(sh.worker_id.clone()),
+        epoch: job.epoch,
+    });
+    Some(JobWrite { job, transition, now })
+}
+
+fn fail(sh: &Shared, mut job: Job, reason: String, retryable: bool, retry_after: Option<Duration>) -> Option<JobWrite> {
+    let now = sh.clock.now();
+    job.attempts += 1;
+    let left = retryable && job.attempts < job.max_attempts;
+    job.last_error = Some(reason.clone());
+    let next = if left {
+        let seed = job.id.0.as_u64_pair().0;
+        let d = sh.cfg.retry.delay(job.attempts, seed).max(retry_after.unwrap_or_default());
+        now.plus(d)
+    } else {
+        Timestamp::NEVER
+    };
+    warn!(target: "orch::engine", job_id = %job.id, key = %job.key, attempt = job.attempts, retry = left, error = %reason, "job attempt failed");
+    job.verify_deadline = None;
+    write(sh, job, Event::Failed { attempts_left: left }, reason, next)
+}
+
+/// Runs one claimed job; returns the write that records its result (none if the job was lost).
+async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
+    let handler = sh.handlers[job.kind().index()].clone()?;
+    let now = sh.clock.now();
+    match job.status {
+        JobStatus::PendingVerification => {
+            Stats::add(&sh.stats.verify_checks, 1);
+            if job.verify_deadline.is_some_and(|d| now > d) {
+                let mut job = job;
+                return match sh.cfg.on_verify_timeout {
+                    TimeoutPolicy::Wait => write(sh, job, Event::TimedOut, "verification timed out", Timestamp::NEVER),
+                    TimeoutPolicy::Reprocess => {
+                        job.meta.external_ref = None;
+                        fail(sh, job, "verification timed out; processing again".into(), true, None)
+                    }
+                };
+            }
+            let mut ctx = JobCtx::new(job.clone(), sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
+            let res = under_lease(sh, &job, handler.verify(&mut ctx)).await;
+            let job = ctx.into_job();
+            match res {
+                Ok(Verdict::Done) => write(sh, job, Event::Verified, "verified", Timestamp::NEVER),
+                Ok(Verdict::Pending { after }) => {
+                    write(sh, job, Event::StillPending, "", sh.clock.now().plus(after))
+                }
+                Ok(Verdict::Failed { reason }) => fail(sh, job, reason, true, None),
+                Err(Error::VersionConflict { .. }) => {
+                    Stats::add(&sh.stats.conflicts, 1);
+                    None
+                }
+                Err(e) if e.is_retryable() => {
+                    // The check itself failed (RPC down): look again later, no attempt spent;
+                    // the verification deadline bounds this.
+                    let mut job = job;
+                    job.last_error = Some(e.to_string());
+                    let after = e.retry_after().unwrap_or(sh.cfg.verify_poll);
+                    write(sh, job, Event::StillPending, "", sh.clock.now().plus(after))
+                }
+                Err(e) => fail(sh, job, e.to_string(), false, None),
+            }
+        }
+        JobStatus::Processing => {
+            if job.attempts >= job.max_attempts {
+                return fail(sh, job, "abandoned by crashed or stalled workers too many times".into(), false, None);
+            }
+            match deps_ready(sh, &job).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let next = now.plus(sh.cfg.dependency_poll);
+                    return write(sh, job, Event::Deferred, "waiting for dependencies", next);
+                }
+                Err(e) => {
+                    let next = now.plus(sh.cfg.poll_interval);
+                    return write(sh, job, Event::Deferred, format!("dependency check failed: {e}"), next);
+                }
+            }
+            let mut ctx = JobCtx::new(job.clone(), sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
+            let res = under_lease(sh, &job, handler.process(&mut ctx)).await;
+            let mut job = ctx.into_job();
+            let now = sh.clock.now();
+            match res {
+                Ok(Outcome::Done) => write(sh, job, Event::ProcessedDone, "processed", Timestamp::NEVER),
+                Ok(Outcome::Verify { after }) => {
+                    job.verify_deadline = Some(now.plus(sh.cfg.verify_timeout));
+                    write(sh, job, Event::ProcessedNeedsVerification, "processed; verifying", now.plus(after))
+                }
+                Ok(Outcome::Wait { after }) => write(sh, job, Event::Deferred, "not its turn yet", now.plus(after)),
+                Err(Error::VersionConflict { .. }) => {
+                    Stats::add(&sh.stats.conflicts, 1);
+                    None
+                }
+                Err(e) => {
+                    let (retryable, after) = (e.is_retryable(), e.retry_after());
+                    fail(sh, job, e.to_string(), retryable, after)
+                }
+            }
+        }
+        other => {
+            warn!(target: "orch::engine", job_id = %job.id, status = %other, "claimed a job in a status that is not claimable; ignoring");
+            None
+        }
+    }
+}
+
+/// Receives queue hints and wakes the workers. A malformed message is logged and dropped.
+pub(crate) async fn queue_listener(sh: Arc<Shared>) {
+    let Some(q) = sh.queue.clone() else { return };
+    let mut backoff = Duration::from_millis(100);
+    while !sh.shutdown.is_cancelled() {
+        let got = tokio::select! {
+            r = q.receive(256, sh.cfg.lease, sh.cfg.poll_interval) => r,
+            _ = sh.shutdown.cancelled() => break,
+        };
+        match got {
+            Ok(deliveries) => {
+                backoff = Duration::from_millis(100);
+                if deliveries.is_empty() {
+                    continue;
+                }
+                let mut valid = 0;
+                for d in &deliveries {
+                    match WakeMessage::decode(&d.payload) {
+                        Ok(_) => valid += 1,
+                        Err(e) => {
+                            Stats::add(&sh.stats.malformed_messages, 1);
+                            warn!(target: "orch::engine", error = %e, bytes = d.payload.len(), "dropping malformed queue message");
+                        }
+                    }
+                }
+                let receipts: Vec<_> = deliveries.into_iter().map(|d| d.receipt).collect();
+                if let Err(e) = q.ack(&receipts).await {
+                    debug!(target: "orch::engine", error = %e, "ack failed; messages will be redelivered (harmless)");
+                }
+                if valid > 0 {
+                    sh.work.notify_waiters();
+                }
+            }
+            Err(e) => {
+                warn!(target: "orch::engine", error = %e, "queue receive failed; backing off");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = sh.shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Keeps this instance's row in the worker registry fresh.
+pub(crate) async fn heartbeat_loop(sh: Arc<Shared>) {
+    let started_at = sh.clock.now();
+    let mode = match (sh.roles.create, sh.roles.work) {
+        (true, true) => "all",
+        (true, false) => "watcher",
+        (false, true) => "worker",
+        (false, false) => "idle",
+    };
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    while !sh.shutdown.is_cancelled() {
+        let info = WorkerInfo {
+            id: sh.worker_id.clone(),
+            mode: mode.into(),
+            host: host.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at,
+            heartbeat_at: sh.clock.now(),
+        };
+        if let Err(e) = sh.db.heartbeat(&info).await {
+            debug!(target: "orch::engine", error = %e, "heartbeat failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = sh.shutdown.cancelled() => {}
+        }
+    }
+}
