@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+pub mod clock;
+pub mod faults;
+pub mod mem;
+pub mod sim;
+pub mod suite;
+
+pub use clock::TestClock;
