@@ -106,3 +106,10 @@ impl<A: Alerts, C: Clock> Alerts for Deduped<A, C> {
         self.inner.send(alert).await
     }
 }
+
+#[async_trait]
+impl<T: Alerts + ?Sized> Alerts for std::sync::Arc<T> {
+    async fn send(&self, alert: Alert) -> Result<()> {
+        (**self).send(alert).await
+    }
+}

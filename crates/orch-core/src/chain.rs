@@ -133,3 +133,19 @@ pub trait ChainSource: Debug + Send + Sync + 'static {
     /// A contract's nonce after `number` (the DA encoder's nonce oracle).
     async fn nonce_at(&self, number: BlockNumber, contract: Felt) -> Result<Felt>;
 }
+
+#[async_trait]
+impl<T: ChainSource + ?Sized> ChainSource for std::sync::Arc<T> {
+    async fn latest_block(&self) -> Result<Option<BlockNumber>> {
+        (**self).latest_block().await
+    }
+    async fn block(&self, number: BlockNumber) -> Result<BlockInfo> {
+        (**self).block(number).await
+    }
+    async fn state_update(&self, number: BlockNumber) -> Result<StateUpdate> {
+        (**self).state_update(number).await
+    }
+    async fn nonce_at(&self, number: BlockNumber, contract: Felt) -> Result<Felt> {
+        (**self).nonce_at(number, contract).await
+    }
+}

@@ -60,3 +60,16 @@ pub trait Da: Debug + Send + Sync + 'static {
     /// Check inclusion.
     async fn verify(&self, reference: &DaReference) -> Result<DaStatus>;
 }
+
+#[async_trait]
+impl<T: Da + ?Sized> Da for std::sync::Arc<T> {
+    fn max_bytes_per_submission(&self) -> usize {
+        (**self).max_bytes_per_submission()
+    }
+    async fn publish(&self, req: DaRequest) -> Result<DaReference> {
+        (**self).publish(req).await
+    }
+    async fn verify(&self, reference: &DaReference) -> Result<DaStatus> {
+        (**self).verify(reference).await
+    }
+}

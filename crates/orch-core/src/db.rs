@@ -67,7 +67,7 @@ pub trait Database: Debug + Send + Sync + 'static {
     async fn get_job_by_key(&self, key: &JobKey) -> Result<Option<Job>>;
 
     /// Conditional writes, per contract rule 3. The outer error is for the backend failing.
-    async fn update_jobs(&self, writes: Vec<JobWrite>) -> Result<Vec<Result<Job>>>;
+    async fn update_jobs(&self, writes: &[JobWrite]) -> Result<Vec<Result<Job>>>;
 
     /// Claim due jobs, per contract rule 4.
     async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Vec<Job>>;
@@ -113,7 +113,7 @@ pub trait Database: Debug + Send + Sync + 'static {
 pub trait DatabaseExt: Database {
     /// One conditional write.
     async fn update_job(&self, write: JobWrite) -> Result<Job> {
-        let mut out = self.update_jobs(vec![write]).await?;
+        let mut out = self.update_jobs(std::slice::from_ref(&write)).await?;
         out.pop().unwrap_or_else(|| Err(Error::internal("update_jobs returned no result")))
     }
 
@@ -139,7 +139,7 @@ macro_rules! forward_database {
             async fn get_job_by_key(&self, key: &JobKey) -> Result<Option<Job>> {
                 (**self).get_job_by_key(key).await
             }
-            async fn update_jobs(&self, writes: Vec<JobWrite>) -> Result<Vec<Result<Job>>> {
+            async fn update_jobs(&self, writes: &[JobWrite]) -> Result<Vec<Result<Job>>> {
                 (**self).update_jobs(writes).await
             }
             async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Vec<Job>> {

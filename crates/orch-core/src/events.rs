@@ -25,6 +25,8 @@ pub struct JobEvent {
 /// `publish` never blocks and never fails the engine: a slow or absent subscriber loses events
 /// (and should resynchronise from the Database), the engine does not wait.
 pub trait EventBus: Debug + Send + Sync + 'static {
+    /// Whether anyone listens now; the engine skips building events when not.
+    fn is_active(&self) -> bool;
     /// Hand an event to subscribers.
     fn publish(&self, event: JobEvent);
 }
@@ -48,6 +50,10 @@ impl BroadcastBus {
 }
 
 impl EventBus for BroadcastBus {
+    fn is_active(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     fn publish(&self, event: JobEvent) {
         // No receiver is fine: events are best-effort by contract.
         let _ = self.tx.send(event);

@@ -76,3 +76,20 @@ pub trait Prover: Debug + Send + Sync + 'static {
     /// Poll a task.
     async fn status(&self, task: &TaskId) -> Result<ProofStatus>;
 }
+
+#[async_trait]
+impl<T: OsRunner + ?Sized> OsRunner for std::sync::Arc<T> {
+    async fn run(&self, chain: &ChainId, range: BlockRange) -> Result<OsOutput> {
+        (**self).run(chain, range).await
+    }
+}
+
+#[async_trait]
+impl<T: Prover + ?Sized> Prover for std::sync::Arc<T> {
+    async fn submit(&self, req: ProofRequest) -> Result<TaskId> {
+        (**self).submit(req).await
+    }
+    async fn status(&self, task: &TaskId) -> Result<ProofStatus> {
+        (**self).status(task).await
+    }
+}

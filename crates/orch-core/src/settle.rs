@@ -100,3 +100,22 @@ pub trait Settlement: Debug + Send + Sync + 'static {
     /// A transaction's status.
     async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus>;
 }
+
+#[async_trait]
+impl<T: Settlement + ?Sized> Settlement for std::sync::Arc<T> {
+    fn capabilities(&self) -> SettlementCapabilities {
+        (**self).capabilities()
+    }
+    async fn last_settled(&self) -> Result<Option<SettledState>> {
+        (**self).last_settled().await
+    }
+    async fn register_proof(&self, req: ProofRegistrationRequest) -> Result<TxHash> {
+        (**self).register_proof(req).await
+    }
+    async fn submit_state_update(&self, req: StateUpdateRequest) -> Result<TxHash> {
+        (**self).submit_state_update(req).await
+    }
+    async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus> {
+        (**self).tx_status(tx).await
+    }
+}

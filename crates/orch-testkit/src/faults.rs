@@ -181,7 +181,7 @@ impl<D: Database> Database for FaultyDb<D> {
         self.gate()?;
         self.inner.get_job_by_key(key).await
     }
-    async fn update_jobs(&self, writes: Vec<JobWrite>) -> Result<Vec<Result<Job>>> {
+    async fn update_jobs(&self, writes: &[JobWrite]) -> Result<Vec<Result<Job>>> {
         self.gate()?;
         self.inner.update_jobs(writes).await
     }

@@ -137,7 +137,7 @@ async fn flush(sh: &Shared, writes: Vec<JobWrite>) {
     let deadline = sh.clock.now().plus(sh.cfg.lease);
     let mut delay = Duration::from_millis(20);
     let results = loop {
-        match sh.db.update_jobs(writes.clone()).await {
+        match sh.db.update_jobs(&writes).await {
             Ok(r) => break r,
             Err(e) => {
                 Stats::add(&sh.stats.db_errors, 1);
@@ -159,7 +159,9 @@ async fn flush(sh: &Shared, writes: Vec<JobWrite>) {
             Ok(job) => {
                 if let Some(t) = w.transition {
                     after_transition(sh, &job, &t, &mut wake, &mut deferred);
-                    sh.events.publish(JobEvent { job_id: job.id, key: job.key.clone(), transition: t });
+                    if sh.events.is_active() {
+                        sh.events.publish(JobEvent { job_id: job.id, key: job.key.clone(), transition: t });
+                    }
                 }
                 if job.next_run_at > now && job.next_run_at != Timestamp::NEVER {
                     hints.push((job.id, job.kind(), job.epoch, job.next_run_at.since(now)));
@@ -269,10 +271,14 @@ pub(crate) async fn deps_ready(sh: &Shared, job: &Job) -> Result<bool> {
 async fn under_lease<T>(sh: &Shared, job: &Job, fut: impl Future<Output = Result<T>>) -> Result<T> {
     let every = sh.cfg.lease / 3;
     tokio::pin!(fut);
+    // Most handlers finish without waiting on anything: don't arm a timer for them.
+    if let std::task::Poll::Ready(r) = futures::poll!(&mut fut) {
+        return r;
+    }
     loop {
         tokio::select! {
             r = &mut fut => return r,
-            _ = tokio::time::sleep(every) => {
+            () = tokio::time::sleep(every) => {
                 let until = sh.clock.now().plus(sh.cfg.lease);
                 match sh.db.extend_lease(job.id, job.epoch, until).await {
                     Ok(()) => {}
@@ -336,6 +342,37 @@ fn fail(sh: &Shared, mut job: Job, reason: String, retryable: bool, retry_after:
     job.verify_deadline = None;
     write(sh, job, Event::Failed { attempts_left: left }, reason, next)
 }
+
+/// A retryable error (a service down or overloaded): try again with backoff, without spending
+/// one of the job's attempts, so an outage of any length never fails jobs. Attempts count only
+/// definitive failures (a task failed, a transaction reverted, a non-retryable error). Every
+/// tenth consecutive transient failure raises a warning alert.
+fn transient(sh: &Shared, mut job: Job, e: &Error) -> Option<JobWrite> {
+    let n = job.meta.extra.get(TRANSIENT).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
+    job.meta.extra.insert(TRANSIENT.into(), n.to_string());
+    let seed = job.id.0.as_u64_pair().0;
+    let delay = sh.cfg.retry.delay(n, seed).max(e.retry_after().unwrap_or_default());
+    let reason = e.to_string();
+    job.last_error = Some(reason.clone());
+    warn!(target: "orch::engine", job_id = %job.id, key = %job.key, transient_failures = n, error = %reason, "transient failure; retrying");
+    if n % 10 == 0 {
+        let alert = Alert {
+            severity: Severity::Warning,
+            key: format!("job-transient:{}", job.key),
+            summary: format!("job {} keeps failing transiently ({n} times)", job.key),
+            details: reason.clone(),
+        };
+        let alerts = sh.alerts.clone();
+        tokio::spawn(async move {
+            let _ = alerts.send(alert).await;
+        });
+    }
+    let next = sh.clock.now().plus(delay);
+    write(sh, job, Event::Failed { attempts_left: true }, reason, next)
+}
+
+/// `meta.extra` key counting consecutive transient failures of a job.
+const TRANSIENT: &str = "transient_failures";
 
 /// Runs one claimed job; returns the write that records its result (none if the job was lost).
 async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
@@ -408,10 +445,8 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
                     Stats::add(&sh.stats.conflicts, 1);
                     None
                 }
-                Err(e) => {
-                    let (retryable, after) = (e.is_retryable(), e.retry_after());
-                    fail(sh, job, e.to_string(), retryable, after)
-                }
+                Err(e) if e.is_retryable() => transient(sh, job, &e),
+                Err(e) => fail(sh, job, e.to_string(), false, None),
             }
         }
         other => {

@@ -153,7 +153,7 @@ pub async fn batch_update_items_are_independent(db: Arc<dyn Database>) {
     stale.version.0 += 7;
     let mut ghost = jobs[0].clone();
     ghost.id = JobId::random();
-    let out = db.update_jobs(vec![write(&jobs[0], T0), write(&stale, T0), write(&ghost, T0)]).await.unwrap();
+    let out = db.update_jobs(&[write(&jobs[0], T0), write(&stale, T0), write(&ghost, T0)]).await.unwrap();
     assert!(out[0].is_ok(), "{:?}", out[0]);
     assert!(matches!(out[1], Err(Error::VersionConflict { .. })), "{:?}", out[1]);
     assert!(matches!(out[2], Err(Error::NotFound { .. }) | Err(Error::VersionConflict { .. })), "{:?}", out[2]);
