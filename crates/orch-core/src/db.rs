@@ -6,9 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::job::{
-    ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, StatusCount, Transition, WorkerInfo,
-};
+use crate::job::{ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, StatusCount, Transition, WorkerInfo};
 use crate::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Timestamp, WorkerId};
 
 /// The job store.
@@ -99,13 +97,7 @@ pub trait Database: Debug + Send + Sync + 'static {
     async fn workers(&self, since: Timestamp) -> Result<Vec<WorkerInfo>>;
 
     /// Takes or keeps the named leader lease until `until`.
-    async fn try_lead(
-        &self,
-        name: &str,
-        owner: &WorkerId,
-        now: Timestamp,
-        until: Timestamp,
-    ) -> Result<bool>;
+    async fn try_lead(&self, name: &str, owner: &WorkerId, now: Timestamp, until: Timestamp) -> Result<bool>;
 }
 
 /// Conveniences over [`Database`], for every implementor.

@@ -121,19 +121,11 @@ impl Error {
 
     /// `Unavailable` without a source.
     pub fn unavailable(backend: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::Unavailable {
-            backend: backend.into(),
-            message: message.into(),
-            retry_after: None,
-            source: None,
-        }
+        Error::Unavailable { backend: backend.into(), message: message.into(), retry_after: None, source: None }
     }
 
     /// `Unavailable` wrapping an underlying error.
-    pub fn unavailable_from(
-        backend: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Error {
+    pub fn unavailable_from(backend: impl Into<String>, source: impl Into<BoxError>) -> Error {
         let source = source.into();
         Error::Unavailable {
             backend: backend.into(),

@@ -57,10 +57,7 @@ impl Felt {
     /// A felt from 32 big-endian bytes; `InvalidInput` when the value is `>= p`.
     pub fn from_be_bytes(bytes: [u8; 32]) -> Result<Felt> {
         if bytes >= STARK_PRIME {
-            return Err(Error::invalid_input(
-                "felt",
-                "value is not below the Starknet prime 2^251 + 17*2^192 + 1",
-            ));
+            return Err(Error::invalid_input("felt", "value is not below the Starknet prime 2^251 + 17*2^192 + 1"));
         }
         Ok(Felt(bytes))
     }
@@ -119,10 +116,7 @@ impl Felt {
             parse_dec_be(field, s)?
         };
         Felt::from_be_bytes(bytes).map_err(|_| {
-            Error::invalid_input(
-                field,
-                format!("{s} is not below the Starknet prime 2^251 + 17*2^192 + 1"),
-            )
+            Error::invalid_input(field, format!("{s} is not below the Starknet prime 2^251 + 17*2^192 + 1"))
         })
     }
 
@@ -132,10 +126,7 @@ impl Felt {
         let h = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
         let bytes = parse_hex_be(field, h)?;
         Felt::from_be_bytes(bytes).map_err(|_| {
-            Error::invalid_input(
-                field,
-                format!("0x{h} is not below the Starknet prime 2^251 + 17*2^192 + 1"),
-            )
+            Error::invalid_input(field, format!("0x{h} is not below the Starknet prime 2^251 + 17*2^192 + 1"))
         })
     }
 
@@ -156,9 +147,8 @@ fn parse_hex_be(field: &str, h: &str) -> Result<[u8; 32]> {
     let mut padded = [b'0'; 64];
     padded[64 - h.len()..].copy_from_slice(h.as_bytes());
     let mut out = [0u8; 32];
-    hex::decode_to_slice(padded, &mut out).map_err(|e| {
-        Error::invalid_input(field, format!("not a hex number ({e}); expected e.g. 0x1a2b"))
-    })?;
+    hex::decode_to_slice(padded, &mut out)
+        .map_err(|e| Error::invalid_input(field, format!("not a hex number ({e}); expected e.g. 0x1a2b")))?;
     Ok(out)
 }
 
@@ -169,10 +159,7 @@ fn parse_dec_be(field: &str, d: &str) -> Result<[u8; 32]> {
     let mut out = [0u8; 32];
     for c in d.bytes() {
         if !c.is_ascii_digit() {
-            return Err(Error::invalid_input(
-                field,
-                format!("{d:?} is neither 0x-prefixed hex nor a decimal number"),
-            ));
+            return Err(Error::invalid_input(field, format!("{d:?} is neither 0x-prefixed hex nor a decimal number")));
         }
         // out = out * 10 + digit, big-endian schoolbook.
         let mut carry = u32::from(c - b'0');

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    BlockRange, ChainId, Epoch, JobId, JobKey, JobKind, JobStatus, Lease, ObjectKey, Timestamp,
-    Version, WorkerId,
+    BlockRange, ChainId, Epoch, JobId, JobKey, JobKind, JobStatus, Lease, ObjectKey, Timestamp, Version, WorkerId,
 };
 
 /// Handler-owned state persisted on the job: intents before external effects, references to
@@ -249,9 +248,7 @@ impl JobQuery {
         job.key.chain == self.chain
             && (self.kinds.is_empty() || self.kinds.contains(&job.key.kind))
             && (self.statuses.is_empty() || self.statuses.contains(&job.status))
-            && self
-                .first_block
-                .is_none_or(|(from, to)| from <= job.key.range.first() && job.key.range.first() <= to)
+            && self.first_block.is_none_or(|(from, to)| from <= job.key.range.first() && job.key.range.first() <= to)
     }
 
     /// The ordering tuple of a key.

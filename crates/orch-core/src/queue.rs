@@ -131,9 +131,8 @@ impl WakeMessage {
 
     /// Parses JSON bytes, rejecting unknown versions and fields.
     pub fn decode(bytes: &[u8]) -> Result<WakeMessage> {
-        let m: WakeMessage = serde_json::from_slice(bytes).map_err(|e| {
-            Error::invalid_input("queue message", format!("not an orch wake message: {e}"))
-        })?;
+        let m: WakeMessage = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid_input("queue message", format!("not an orch wake message: {e}")))?;
         if m.v != 1 {
             return Err(Error::invalid_input(
                 "queue message",

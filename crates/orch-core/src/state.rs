@@ -83,9 +83,7 @@ pub fn transition(from: JobStatus, event: Event) -> Result<JobStatus, InvalidTra
         (S::Processing, E::Deferred) => S::Created,
         (S::Processing, E::ProcessedNeedsVerification) => S::PendingVerification,
         (S::Processing, E::ProcessedDone) => S::Completed,
-        (S::Processing | S::PendingVerification, E::Failed { attempts_left: true }) => {
-            S::PendingRetry
-        }
+        (S::Processing | S::PendingVerification, E::Failed { attempts_left: true }) => S::PendingRetry,
         (S::Processing | S::PendingVerification, E::Failed { attempts_left: false }) => S::Failed,
         (S::PendingVerification, E::Verified) => S::Completed,
         (S::PendingVerification, E::StillPending) => S::PendingVerification,
@@ -93,12 +91,7 @@ pub fn transition(from: JobStatus, event: Event) -> Result<JobStatus, InvalidTra
         (S::VerificationTimeout, E::Reprocess) => S::PendingRetry,
         (S::Failed | S::VerificationTimeout | S::Cancelled, E::OperatorRetry) => S::PendingRetry,
         (
-            S::Created
-            | S::Processing
-            | S::PendingVerification
-            | S::PendingRetry
-            | S::Failed
-            | S::VerificationTimeout,
+            S::Created | S::Processing | S::PendingVerification | S::PendingRetry | S::Failed | S::VerificationTimeout,
             E::Cancel,
         ) => S::Cancelled,
         _ => return Err(InvalidTransition { from, event }),
@@ -158,10 +151,7 @@ mod tests {
         ];
         for s in S::ALL {
             for e in Event::ALL {
-                let want = expected
-                    .iter()
-                    .find(|(fs, fe, _)| *fs == s && *fe == e)
-                    .and_then(|(_, _, to)| *to);
+                let want = expected.iter().find(|(fs, fe, _)| *fs == s && *fe == e).and_then(|(_, _, to)| *to);
                 assert_eq!(transition(s, e).ok(), want, "{s:?} + {e:?}");
             }
         }

@@ -51,9 +51,9 @@ impl JobId {
 
     /// Parses the hyphenated UUID form.
     pub fn parse(s: &str) -> Result<JobId> {
-        uuid::Uuid::parse_str(s.trim()).map(JobId).map_err(|e| {
-            Error::invalid_input("job id", format!("{s:?} is not a UUID ({e}); copy it from `jobs list`"))
-        })
+        uuid::Uuid::parse_str(s.trim())
+            .map(JobId)
+            .map_err(|e| Error::invalid_input("job id", format!("{s:?} is not a UUID ({e}); copy it from `jobs list`")))
     }
 }
 
@@ -219,10 +219,7 @@ impl JobStatus {
     pub const fn is_claimable(self) -> bool {
         matches!(
             self,
-            JobStatus::Created
-                | JobStatus::Processing
-                | JobStatus::PendingVerification
-                | JobStatus::PendingRetry
+            JobStatus::Created | JobStatus::Processing | JobStatus::PendingVerification | JobStatus::PendingRetry
         )
     }
 

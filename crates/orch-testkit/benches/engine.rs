@@ -119,10 +119,26 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(10));
     g.bench_function("engine_mem_8_workers", |b| {
-        b.iter_custom(|iters| rt.block_on(async { let mut t = Duration::ZERO; for _ in 0..iters { t += engine_run(JOBS).await; } t }))
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    t += engine_run(JOBS).await;
+                }
+                t
+            })
+        })
     });
     g.bench_function("baseline_tokio_mpsc_8_consumers", |b| {
-        b.iter_custom(|iters| rt.block_on(async { let mut t = Duration::ZERO; for _ in 0..iters { t += mpsc_run(JOBS).await; } t }))
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    t += mpsc_run(JOBS).await;
+                }
+                t
+            })
+        })
     });
     g.finish();
 }

@@ -9,9 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orch_core::db::Database;
 use orch_core::error::{Error, Result};
-use orch_core::job::{
-    ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, StatusCount, Transition, WorkerInfo,
-};
+use orch_core::job::{ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, StatusCount, Transition, WorkerInfo};
 use orch_core::prove::{ProofRequest, ProofStatus, Prover, TaskId};
 use orch_core::queue::{Delivery, OutMessage, Queue, QueueCapabilities, Receipt};
 use orch_core::types::{BlockNumber, BlockRange, ChainId, Epoch, JobId, JobKey, JobKind, Timestamp, WorkerId};
@@ -189,7 +187,12 @@ impl<D: Database> Database for FaultyDb<D> {
         self.gate()?;
         self.inner.claim_jobs(req).await
     }
-    async fn wake_jobs(&self, chain: &ChainId, targets: &[(JobKind, BlockNumber)], now: Timestamp) -> Result<Vec<(JobId, Epoch)>> {
+    async fn wake_jobs(
+        &self,
+        chain: &ChainId,
+        targets: &[(JobKind, BlockNumber)],
+        now: Timestamp,
+    ) -> Result<Vec<(JobId, Epoch)>> {
         self.gate()?;
         self.inner.wake_jobs(chain, targets, now).await
     }
@@ -239,13 +242,7 @@ pub struct FlakyProver<P> {
 impl<P: Prover> FlakyProver<P> {
     /// Fails tasks covering `block` `times` times.
     pub fn new(inner: P, block: BlockNumber, times: u64) -> Self {
-        FlakyProver {
-            inner,
-            block,
-            left: AtomicU64::new(times),
-            ranges: Mutex::default(),
-            failed: Mutex::default(),
-        }
+        FlakyProver { inner, block, left: AtomicU64::new(times), ranges: Mutex::default(), failed: Mutex::default() }
     }
 
     /// Failures still to come.
@@ -268,15 +265,9 @@ impl<P: Prover> Prover for FlakyProver<P> {
         if self.failed.lock().unwrap_or_else(|p| p.into_inner()).contains(&task.0) {
             return Ok(failed_reason());
         }
-        let covers = self
-            .ranges
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&task.0)
-            .is_some_and(|r| r.contains(self.block));
-        if covers
-            && self.left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
-        {
+        let covers =
+            self.ranges.lock().unwrap_or_else(|p| p.into_inner()).get(&task.0).is_some_and(|r| r.contains(self.block));
+        if covers && self.left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(task.0.clone());
             return Ok(failed_reason());
         }

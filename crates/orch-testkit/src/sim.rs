@@ -14,8 +14,7 @@ use orch_core::da::{Da, DaReference, DaRequest, DaStatus};
 use orch_core::error::{Error, Result};
 use orch_core::prove::{OsOutput, OsRunner, ProofRequest, ProofStatus, Prover, TaskId};
 use orch_core::settle::{
-    ProofRegistrationRequest, SettledState, Settlement, SettlementCapabilities, StateUpdateRequest,
-    TxStatus,
+    ProofRegistrationRequest, SettledState, Settlement, SettlementCapabilities, StateUpdateRequest, TxStatus,
 };
 use orch_core::types::{BlockNumber, BlockRange, ChainId, TxHash};
 use orch_core::Felt;
@@ -297,7 +296,10 @@ impl Settlement for SimSettlement {
         let problem = if req.range.first() != expect_first {
             Some(format!("update for {} out of order: expected block {expect_first} next", req.range))
         } else if req.prev_root != expect_root {
-            Some(format!("update for {} has previous root {} but the settled root is {expect_root}", req.range, req.prev_root))
+            Some(format!(
+                "update for {} has previous root {} but the settled root is {expect_root}",
+                req.range, req.prev_root
+            ))
         } else {
             None
         };

@@ -121,8 +121,11 @@ impl World {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
             let jobs: Vec<_> = self.db.all_jobs().into_iter().filter(|j| j.range().last() < n).collect();
-            let unfinished: Vec<_> =
-                jobs.iter().filter(|j| j.status != JobStatus::Completed).map(|j| (j.key.to_string(), j.status)).collect();
+            let unfinished: Vec<_> = jobs
+                .iter()
+                .filter(|j| j.status != JobStatus::Completed)
+                .map(|j| (j.key.to_string(), j.status))
+                .collect();
             if unfinished.is_empty() {
                 assert_eq!(jobs.len() as u64, 4 * n, "one job of each kind per block");
                 break;
@@ -233,9 +236,7 @@ async fn failing_proof_holds_back_only_later_settlement_then_recovers() {
 
     let completed_at = |id| {
         let db = w.db.clone();
-        async move {
-            db.history(id).await.unwrap().iter().find(|t| t.to == JobStatus::Completed).map(|t| t.at).unwrap()
-        }
+        async move { db.history(id).await.unwrap().iter().find(|t| t.to == JobStatus::Completed).map(|t| t.at).unwrap() }
     };
     let st500 = w.db.get_job_by_key(&key(JobKind::StateTransition, 500)).await.unwrap().unwrap();
     let st500_done = completed_at(st500.id).await;

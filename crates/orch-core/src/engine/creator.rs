@@ -119,10 +119,7 @@ async fn tick(sh: &Shared, cp: &CreatorPorts, cursor: &mut Option<Cursor>) -> Re
         let msgs = new
             .iter()
             .filter(|j| j.deps.is_empty())
-            .map(|j| OutMessage {
-                payload: WakeMessage::new(j.id, j.kind(), j.epoch).encode(),
-                delay: Duration::ZERO,
-            })
+            .map(|j| OutMessage { payload: WakeMessage::new(j.id, j.kind(), j.epoch).encode(), delay: Duration::ZERO })
             .collect();
         if let Err(e) = q.send(msgs).await {
             debug!(target: "orch::creator", error = %e, "queue hint not sent");

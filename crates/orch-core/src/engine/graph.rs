@@ -103,12 +103,16 @@ mod tests {
         let next = BlockRange::new(6, 7).unwrap();
         for reg in [false, true] {
             for kind in kinds_in_creation_order(reg) {
-                for dep in dependencies(&c, kind, next, Some(r), reg)
-                    .into_iter()
-                    .chain(dependencies(&c, kind, r, None, reg))
+                for dep in
+                    dependencies(&c, kind, next, Some(r), reg).into_iter().chain(dependencies(&c, kind, r, None, reg))
                 {
                     let wakes = dependents(dep.kind, dep.range);
-                    let target = if dep.range == r && kind == JobKind::StateTransition && dep.kind == JobKind::StateTransition { next } else { dep.range };
+                    let target =
+                        if dep.range == r && kind == JobKind::StateTransition && dep.kind == JobKind::StateTransition {
+                            next
+                        } else {
+                            dep.range
+                        };
                     assert!(wakes.contains(&(kind, target.first())), "{dep} does not wake {kind}");
                 }
             }

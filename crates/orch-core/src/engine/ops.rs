@@ -11,9 +11,8 @@ async fn operator_write(db: &dyn Database, id: JobId, actor: &str, now: Timestam
     // A handful of tries: a worker may be writing the same job concurrently.
     for _ in 0..5 {
         let job = db.get_job(id).await?;
-        let to = transition(job.status, event).map_err(|e| {
-            Error::invalid_input("job status", format!("{e}; see `jobs show {id}`"))
-        })?;
+        let to = transition(job.status, event)
+            .map_err(|e| Error::invalid_input("job status", format!("{e}; see `jobs show {id}`")))?;
         let mut next = job.clone();
         next.status = to;
         next.lease = None;

@@ -151,13 +151,9 @@ impl JobHandler for RegistrationHandler {
             }
         };
         let (chain, range) = (ctx.job().key.chain.clone(), ctx.job().range());
-        let proof =
-            self.ports.storage.get(&artifact_key(&chain, JobKind::ProofCreation, range, "proof.bin")?).await?;
-        let tx = self
-            .ports
-            .settlement
-            .register_proof(ProofRegistrationRequest { dedup_key: intent, range, proof })
-            .await?;
+        let proof = self.ports.storage.get(&artifact_key(&chain, JobKind::ProofCreation, range, "proof.bin")?).await?;
+        let tx =
+            self.ports.settlement.register_proof(ProofRegistrationRequest { dedup_key: intent, range, proof }).await?;
         ctx.meta_mut().external_ref = Some(tx.0);
         Ok(Outcome::Verify { after: self.poll })
     }
@@ -199,9 +195,8 @@ impl JobHandler for DaHandler {
         let meta = ctx.meta_mut();
         meta.extra.insert("da_bytes".into(), reference.bytes.to_string());
         meta.extra.insert("da_chunks".into(), reference.chunks.to_string());
-        meta.external_ref = Some(
-            serde_json::to_string(&reference).map_err(|e| Error::internal_from("serializing DA reference", e))?,
-        );
+        meta.external_ref =
+            Some(serde_json::to_string(&reference).map_err(|e| Error::internal_from("serializing DA reference", e))?);
         Ok(Outcome::Verify { after: self.poll })
     }
 
@@ -260,20 +255,13 @@ impl JobHandler for StateTransitionHandler {
         let intent = format!("{chain}:state:{}-{}", range.first(), range.last());
         ctx.record_intent(intent.clone()).await?;
 
-        let po_raw = self
-            .ports
-            .storage
-            .get(&artifact_key(&chain, JobKind::SnosRun, range, "program_output.json")?)
-            .await?;
-        let program_output: Vec<Felt> = serde_json::from_slice(&po_raw)
-            .map_err(|e| Error::invalid_input("program_output.json", e.to_string()))?;
+        let po_raw =
+            self.ports.storage.get(&artifact_key(&chain, JobKind::SnosRun, range, "program_output.json")?).await?;
+        let program_output: Vec<Felt> =
+            serde_json::from_slice(&po_raw).map_err(|e| Error::invalid_input("program_output.json", e.to_string()))?;
         let da_key = JobKey { chain: chain.clone(), kind: JobKind::DataSubmission, range };
-        let da_job = self
-            .ports
-            .db
-            .get_job_by_key(&da_key)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("job {da_key}")))?;
+        let da_job =
+            self.ports.db.get_job_by_key(&da_key).await?.ok_or_else(|| Error::not_found(format!("job {da_key}")))?;
         let da = parse_da_reference(
             da_job.meta.external_ref.as_deref().ok_or_else(|| Error::not_found(format!("DA reference of {da_key}")))?,
         )?;

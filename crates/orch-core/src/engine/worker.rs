@@ -199,13 +199,7 @@ async fn flush(sh: &Shared, writes: Vec<JobWrite>) {
     send_hints(sh, hints).await;
 }
 
-fn after_transition(
-    sh: &Shared,
-    job: &Job,
-    t: &Transition,
-    wake: &mut Vec<(JobKind, u64)>,
-    deferred: &mut Vec<Job>,
-) {
+fn after_transition(sh: &Shared, job: &Job, t: &Transition, wake: &mut Vec<(JobKind, u64)>, deferred: &mut Vec<Job>) {
     match t.to {
         JobStatus::Completed => {
             Stats::add(&sh.stats.completed, 1);
@@ -396,9 +390,7 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
             let job = ctx.into_job();
             match res {
                 Ok(Verdict::Done) => write(sh, job, Event::Verified, "verified", Timestamp::NEVER),
-                Ok(Verdict::Pending { after }) => {
-                    write(sh, job, Event::StillPending, "", sh.clock.now().plus(after))
-                }
+                Ok(Verdict::Pending { after }) => write(sh, job, Event::StillPending, "", sh.clock.now().plus(after)),
                 Ok(Verdict::Failed { reason }) => fail(sh, job, reason, true, None),
                 Err(Error::VersionConflict { .. }) => {
                     Stats::add(&sh.stats.conflicts, 1);

@@ -7,13 +7,10 @@ use async_trait::async_trait;
 use orch_core::db::Database;
 use orch_core::error::{Error, Result};
 use orch_core::job::{
-    ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, Order, StatusCount, Transition,
-    WorkerInfo,
+    ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, Order, StatusCount, Transition, WorkerInfo,
 };
 use orch_core::state::{claim_counts_attempt, claimed_status};
-use orch_core::types::{
-    BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Lease, Timestamp, Version, WorkerId,
-};
+use orch_core::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Lease, Timestamp, Version, WorkerId};
 
 /// Where a claimable job waits. Jobs move `Waiting`/`Leased` → `Ready` when their time comes,
 /// so a claim touches only jobs that are due.

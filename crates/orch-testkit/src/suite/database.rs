@@ -7,9 +7,7 @@ use std::sync::Arc;
 use orch_core::db::{Database, DatabaseExt};
 use orch_core::error::Error;
 use orch_core::job::{ClaimRequest, Job, JobMeta, JobQuery, JobWrite, NewJob, Order, Transition, WorkerInfo};
-use orch_core::types::{
-    BlockRange, ChainId, JobId, JobKey, JobKind, JobStatus, ObjectKey, Timestamp, WorkerId,
-};
+use orch_core::types::{BlockRange, ChainId, JobId, JobKey, JobKind, JobStatus, ObjectKey, Timestamp, WorkerId};
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
@@ -122,10 +120,8 @@ pub async fn update_with_current_version_applies(db: Arc<dyn Database>) {
         actor: None,
         epoch: job.epoch,
     };
-    let stored = db
-        .update_job(JobWrite { job: next, transition: Some(t.clone()), now: Timestamp(T0.0 + 1) })
-        .await
-        .unwrap();
+    let stored =
+        db.update_job(JobWrite { job: next, transition: Some(t.clone()), now: Timestamp(T0.0 + 1) }).await.unwrap();
     assert_eq!(stored.version.0, job.version.0 + 1);
     assert_eq!(stored.updated_at, Timestamp(T0.0 + 1));
     assert_eq!(stored.meta.intent.as_deref(), Some("x"));
@@ -198,7 +194,10 @@ pub async fn claim_skips_jobs_not_yet_due(db: Arc<dyn Database>) {
     nj.next_run_at = Timestamp(T0.0 + 500);
     create(&*db, vec![nj]).await;
     assert!(db.claim_jobs(&claim(&c, "w", T0, vec![(JobKind::SnosRun, 5)])).await.unwrap().is_empty());
-    assert_eq!(db.claim_jobs(&claim(&c, "w", Timestamp(T0.0 + 500), vec![(JobKind::SnosRun, 5)])).await.unwrap().len(), 1);
+    assert_eq!(
+        db.claim_jobs(&claim(&c, "w", Timestamp(T0.0 + 500), vec![(JobKind::SnosRun, 5)])).await.unwrap().len(),
+        1
+    );
 }
 
 /// Rules 1 and 4: an expired lease is reclaimable by anyone, the orphan's attempt counts, and the
@@ -237,10 +236,8 @@ pub async fn claim_respects_kinds_limits_and_block_order(db: Arc<dyn Database>) 
     let got = db.claim_jobs(&claim(&c, "w", T0, vec![(JobKind::SnosRun, 2)])).await.unwrap();
     let blocks: Vec<_> = got.iter().map(|j| (j.kind(), j.range().first())).collect();
     assert_eq!(blocks, vec![(JobKind::SnosRun, 1), (JobKind::SnosRun, 3)]);
-    let got = db
-        .claim_jobs(&claim(&c, "w", T0, vec![(JobKind::SnosRun, 1), (JobKind::DataSubmission, 2)]))
-        .await
-        .unwrap();
+    let got =
+        db.claim_jobs(&claim(&c, "w", T0, vec![(JobKind::SnosRun, 1), (JobKind::DataSubmission, 2)])).await.unwrap();
     let mut blocks: Vec<_> = got.iter().map(|j| (j.kind(), j.range().first())).collect();
     blocks.sort();
     assert_eq!(blocks, vec![(JobKind::SnosRun, 5), (JobKind::DataSubmission, 1), (JobKind::DataSubmission, 3)]);
@@ -258,7 +255,8 @@ pub async fn claim_status_rules(db: Arc<dyn Database>) {
         JobStatus::Cancelled,
         JobStatus::VerificationTimeout,
     ];
-    let created = create(&*db, (0..statuses.len() as u64).map(|b| new_job(&c, JobKind::ProofCreation, b)).collect()).await;
+    let created =
+        create(&*db, (0..statuses.len() as u64).map(|b| new_job(&c, JobKind::ProofCreation, b)).collect()).await;
     for (job, status) in created.iter().zip(statuses) {
         let mut j = job.clone();
         j.status = status;
@@ -336,7 +334,11 @@ pub async fn extend_lease_is_fenced_on_epoch(db: Arc<dyn Database>) {
     let j = db.get_job(a.id).await.unwrap();
     assert_eq!(j.lease.as_ref().unwrap().until, until);
     assert_eq!((j.version, j.epoch), (a.version, a.epoch));
-    assert!(db.claim_jobs(&claim(&c, "b", Timestamp(T0.0 + 60_000), vec![(JobKind::SnosRun, 1)])).await.unwrap().is_empty());
+    assert!(db
+        .claim_jobs(&claim(&c, "b", Timestamp(T0.0 + 60_000), vec![(JobKind::SnosRun, 1)]))
+        .await
+        .unwrap()
+        .is_empty());
     let b = db.claim_jobs(&claim(&c, "b", until, vec![(JobKind::SnosRun, 1)])).await.unwrap().remove(0);
     let r = db.extend_lease(a.id, a.epoch, Timestamp(until.0 + 1)).await;
     assert!(matches!(r, Err(Error::VersionConflict { .. })), "{r:?}");
