@@ -13,6 +13,7 @@ pub mod felt;
 pub mod job;
 pub mod prove;
 pub mod queue;
+pub mod secret;
 pub mod settle;
 pub mod state;
 pub mod storage;

@@ -101,6 +101,7 @@ async fn tick(sh: &Shared, cp: &CreatorPorts, cursor: &mut Option<Cursor>) -> Re
             sh.with_registration,
             sh.cfg.retry.max_attempts,
             now,
+            now.plus(sh.cfg.dependency_poll),
         ));
         cur = Cursor { next: last + 1, prev: Some(range) };
         batches += 1;

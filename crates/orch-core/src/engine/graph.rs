@@ -55,7 +55,9 @@ pub fn dependents(kind: JobKind, range: BlockRange) -> Vec<(JobKind, BlockNumber
     }
 }
 
-/// The jobs of one batch, ready for `create_jobs`.
+/// The jobs of one batch, ready for `create_jobs`. Jobs without dependencies are due at `now`;
+/// the others at `deps_due` (a dependency completing wakes them earlier; the time only bounds
+/// how long a lost wake-up can delay them).
 pub fn batch_jobs(
     chain: &ChainId,
     range: BlockRange,
@@ -63,6 +65,7 @@ pub fn batch_jobs(
     with_registration: bool,
     max_attempts: u32,
     now: Timestamp,
+    deps_due: Timestamp,
 ) -> Vec<NewJob> {
     kinds_in_creation_order(with_registration)
         .into_iter()
@@ -72,7 +75,7 @@ pub fn batch_jobs(
                 id: JobId::random(),
                 key: JobKey { chain: chain.clone(), kind, range },
                 max_attempts,
-                next_run_at: now,
+                next_run_at: if deps.is_empty() { now } else { deps_due },
                 deps,
                 meta: JobMeta::default(),
             }

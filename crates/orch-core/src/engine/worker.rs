@@ -223,7 +223,9 @@ fn after_transition(sh: &Shared, job: &Job, t: &Transition, wake: &mut Vec<(JobK
         }
         JobStatus::Created if t.from == JobStatus::Processing => {
             Stats::add(&sh.stats.deferred, 1);
-            if !job.deps.is_empty() {
+            // Only a deferral for incomplete dependencies is re-checked: a handler that said
+            // "not my turn" (`Outcome::Wait`) must wait out its delay, not be woken at once.
+            if t.reason == WAITING_FOR_DEPS {
                 deferred.push(job.clone());
             }
         }
@@ -368,6 +370,9 @@ fn transient(sh: &Shared, mut job: Job, e: &Error) -> Option<JobWrite> {
 /// `meta.extra` key counting consecutive transient failures of a job.
 const TRANSIENT: &str = "transient_failures";
 
+/// Transition reason of a job put back because its dependencies are incomplete.
+const WAITING_FOR_DEPS: &str = "waiting for dependencies";
+
 /// Runs one claimed job; returns the write that records its result (none if the job was lost).
 async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
     let handler = sh.handlers[job.kind().index()].clone()?;
@@ -415,7 +420,7 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
                 Ok(true) => {}
                 Ok(false) => {
                     let next = now.plus(sh.cfg.dependency_poll);
-                    return write(sh, job, Event::Deferred, "waiting for dependencies", next);
+                    return write(sh, job, Event::Deferred, WAITING_FOR_DEPS, next);
                 }
                 Err(e) => {
                     let next = now.plus(sh.cfg.poll_interval);
