@@ -71,9 +71,16 @@ pub(crate) struct Shared {
     worker_id: WorkerId,
     in_flight: [AtomicU32; 5],
     /// Wakes idle workers: new or newly due jobs, freed capacity.
-    work: Notify,
+    work: Arc<Notify>,
     stats: stats::Stats,
     shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// The wake-up signal, for tasks that outlive a borrow of `Shared`.
+    pub(crate) fn work_handle(&self) -> Arc<Notify> {
+        self.work.clone()
+    }
 }
 
 /// Builds an [`Engine`].
@@ -169,7 +176,7 @@ impl EngineBuilder {
                 roles: self.roles,
                 worker_id: self.worker_id.unwrap_or_else(|| WorkerId::random("orch")),
                 in_flight: Default::default(),
-                work: Notify::new(),
+                work: Arc::new(Notify::new()),
                 stats: stats::Stats::default(),
                 shutdown: CancellationToken::new(),
             }),

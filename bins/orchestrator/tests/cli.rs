@@ -1,0 +1,282 @@
+//! The binary as a new user meets it: `dev` end to end, resuming, surviving kill -9, and clear
+//! one-line errors for bad input.
+
+// These tests drive child processes synchronously; there is no async runtime to block.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use orch_devnet::DevSettlement;
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ORCH_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// Blocks 0..n-1 are in the devnet ledger exactly once, in order, each on its predecessor's root.
+fn assert_ledger(dir: &Path, n: u64) {
+    let view = DevSettlement::read_ledger(dir.join("devnet")).expect("ledger readable");
+    let blocks: Vec<u64> = view.applied.iter().map(|u| u.range.first()).collect();
+    assert_eq!(blocks, (0..n).collect::<Vec<_>>(), "ledger holds each block once, in order");
+    for w in view.applied.windows(2) {
+        assert_eq!(w[1].prev_root, w[0].new_root, "roots chain");
+    }
+}
+
+#[test]
+fn dev_settles_500_blocks_then_resumes_without_resettling() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = json(&run(&["dev", "--blocks", "500", "--data-dir", d, "--json"]));
+    assert_eq!(out["settled_through"], 499, "{out}");
+    assert_eq!(out["jobs_failed"], 0, "{out}");
+    assert_eq!(out["jobs_completed"], 2000, "{out}");
+    assert!(out["elapsed_ms"].is_u64());
+    assert_ledger(dir.path(), 500);
+
+    let again = json(&run(&["dev", "--blocks", "500", "--data-dir", d, "--json"]));
+    assert_eq!(again["settled_through"], 499);
+    assert_eq!(again["blocks_settled_this_run"], 0, "a finished run resumes to nothing");
+    assert_ledger(dir.path(), 500);
+
+    let more = json(&run(&["dev", "--blocks", "600", "--data-dir", d, "--json"]));
+    assert_eq!(more["settled_through"], 599);
+    assert_eq!(more["blocks_settled_this_run"], 100);
+    assert_ledger(dir.path(), 600);
+
+    let status = json(&run(&["blocks", "status", "--data-dir", d, "--json"]));
+    assert_eq!(status["settled_through"], 599, "{status}");
+    assert_eq!(status["settlement_layer_through"], 599, "{status}");
+    assert_eq!(status["jobs"]["state_transition"]["completed"], 600, "{status}");
+
+    let jobs = json(&run(&["jobs", "list", "--data-dir", d, "--json", "--kind", "state_transition", "--limit", "5"]));
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 5);
+    assert!(jobs.iter().all(|j| j["status"] == "Completed"), "{jobs:?}");
+    let id = jobs[0]["id"].as_str().unwrap();
+    let shown = json(&run(&["jobs", "show", id, "--data-dir", d, "--json"]));
+    assert!(shown["history"].as_array().unwrap().len() >= 3, "{shown}");
+}
+
+#[test]
+fn kill_9_at_random_moments_then_one_full_run_settles_each_block_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let n = 400u64;
+    let mut seed = 0x5eed_u64;
+    for round in 0..10 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let after = Duration::from_millis(150 + (seed >> 33) % 900);
+        let mut child = bin()
+            .args(["dev", "--blocks", &n.to_string(), "--data-dir", d, "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < after {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // Whatever was applied so far is a clean prefix.
+        let view = DevSettlement::read_ledger(dir.path().join("devnet")).expect("ledger readable after kill");
+        let blocks: Vec<u64> = view.applied.iter().map(|u| u.range.first()).collect();
+        assert_eq!(blocks, (0..blocks.len() as u64).collect::<Vec<_>>(), "round {round}: not a clean prefix");
+    }
+    let out = json(&run(&["dev", "--blocks", &n.to_string(), "--data-dir", d, "--json"]));
+    assert_eq!(out["settled_through"], n - 1, "{out}");
+    assert_eq!(out["jobs_failed"], 0, "{out}");
+    assert_ledger(dir.path(), n);
+}
+
+/// Exit non-zero with exactly one line on stderr that contains `needle`, and no panic.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let d = p.join("data");
+    let ds = d.to_str().unwrap();
+
+    let o = run(&["dev", "--blocks", "3", "--data-dir", ds, "--config", p.join("missing.toml").to_str().unwrap()]);
+    assert_one_line_error(&o, "not found");
+
+    let typo = p.join("typo.toml");
+    std::fs::write(&typo, "[engine]\nwokers = 3\n").unwrap();
+    let o = run(&["config", "check", "--config", typo.to_str().unwrap()]);
+    assert_one_line_error(&o, "wokers");
+
+    let bad_value = p.join("bad_value.toml");
+    std::fs::write(&bad_value, "[engine]\nlease = \"5 parsecs\"\n").unwrap();
+    let o = run(&["config", "check", "--config", bad_value.to_str().unwrap()]);
+    assert_one_line_error(&o, "engine.lease");
+
+    let typo_db = p.join("typo_db.toml");
+    std::fs::write(&typo_db, "[database]\nprovider = \"sqlite\"\npaht = \"x.db\"\n").unwrap();
+    let o = run(&["config", "check", "--config", typo_db.to_str().unwrap()]);
+    assert_one_line_error(&o, "paht");
+
+    let pg = p.join("pg.toml");
+    std::fs::write(&pg, "[database]\nprovider = \"postgres\"\nurl = \"postgres://u:pw@localhost/orch\"\n").unwrap();
+    let o = run(&["config", "check", "--config", pg.to_str().unwrap()]);
+    assert_one_line_error(&o, "--features postgres");
+    assert!(!stderr(&o).contains("pw@"), "secret leaked: {}", stderr(&o));
+
+    let o = run(&["dev", "--blocks", "-1", "--data-dir", ds]);
+    assert_one_line_error(&o, "--blocks");
+    assert_eq!(o.status.code(), Some(2));
+
+    let file = p.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let o = run(&["dev", "--blocks", "3", "--data-dir", file.to_str().unwrap()]);
+    assert_one_line_error(&o, "is a file");
+
+    let corrupt = p.join("corrupt");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    std::fs::write(corrupt.join("orch.db"), vec![0x42u8; 8192]).unwrap();
+    let o = run(&["dev", "--blocks", "3", "--data-dir", corrupt.to_str().unwrap()]);
+    assert_one_line_error(&o, "orch.db");
+    assert_eq!(std::fs::read(corrupt.join("orch.db")).unwrap(), vec![0x42u8; 8192], "a bad file is left as it was");
+
+    let o = run(&["jobs", "list", "--data-dir", p.join("nothing-here").to_str().unwrap()]);
+    assert_one_line_error(&o, "no orch store");
+
+    let o = run(&["jobs", "show", "not-a-uuid", "--data-dir", ds]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn config_show_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("o.toml");
+    std::fs::write(&cfg, "[devnet]\nseed = 7\n").unwrap();
+    let o = bin()
+        .args(["config", "show", "--json", "--config", cfg.to_str().unwrap()])
+        .env("ORCH_QUEUE__URL", "amqp://guest:hunter2@127.0.0.1:5672/")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!text.contains("hunter2"), "secret printed: {text}");
+    assert!(text.contains("<redacted>"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["devnet"]["seed"], 7);
+}
+
+fn vectors() -> Option<std::path::PathBuf> {
+    let v = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors");
+    if v.is_dir() {
+        Some(v)
+    } else {
+        eprintln!("skipping: ../shared/vectors not found");
+        None
+    }
+}
+
+#[test]
+fn blob_cli_reproduces_the_vectors_byte_for_byte() {
+    let Some(v) = vectors() else { return };
+    let out = tempfile::tempdir().unwrap();
+    for block in ["178", "631861", "671070"] {
+        let dir = out.path().join(block);
+        let m = json(&run(&[
+            "blob",
+            "encode",
+            "--state-update",
+            v.join(format!("da/state_update/{block}.json")).to_str().unwrap(),
+            "--nonces",
+            v.join(format!("da/nonces/{block}.json")).to_str().unwrap(),
+            "--starknet-version",
+            "0.13.2",
+            "--out",
+            dir.to_str().unwrap(),
+            "--json",
+        ]));
+        assert_eq!(m["blobs"].as_array().unwrap().len(), 1, "{m}");
+        let produced = std::fs::read(dir.join("blob-0.hex")).unwrap();
+        let expected = std::fs::read(v.join(format!("da/test_blob/{block}.hex"))).unwrap();
+        assert!(produced == expected, "block {block}: blob differs from the vector");
+        let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest, m);
+        let decoded =
+            json(&run(&["blob", "decode", dir.join("blob-0.hex").to_str().unwrap(), "--starknet-version", "0.13.2"]));
+        assert!(!decoded["contracts"].as_array().unwrap().is_empty());
+    }
+    let x0 = std::fs::read_to_string(v.join("kzg_x0/651053/x_0.txt")).unwrap();
+    let k = json(&run(&[
+        "blob",
+        "kzg",
+        v.join("kzg_x0/651053/blob_data.txt").to_str().unwrap(),
+        "--x0",
+        x0.trim(),
+        "--json",
+    ]));
+    let want = std::fs::read_to_string(v.join("kzg_x0/651053/kzg_proof.txt")).unwrap();
+    assert_eq!(k["kzg_proof"].as_str().unwrap(), want.trim());
+    let s = json(&run(&["blob", "kzg", v.join("sidecar/20462788/blob_data.txt").to_str().unwrap(), "--json"]));
+    let c = std::fs::read_to_string(v.join("sidecar/20462788/blob_commitment.txt")).unwrap();
+    let p = std::fs::read_to_string(v.join("sidecar/20462788/blob_proof.txt")).unwrap();
+    assert_eq!(s["commitment"].as_str().unwrap().trim_start_matches("0x"), c.trim().trim_start_matches("0x"));
+    assert_eq!(s["blob_kzg_proof"].as_str().unwrap().trim_start_matches("0x"), p.trim().trim_start_matches("0x"));
+}
+
+#[test]
+fn blob_cli_rejects_bad_input_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let short = p.join("short.hex");
+    std::fs::write(&short, "00ff").unwrap();
+    assert_one_line_error(&run(&["blob", "kzg", short.to_str().unwrap()]), "short.hex");
+    let nonhex = p.join("nonhex.hex");
+    std::fs::write(&nonhex, "zz".repeat(131_072)).unwrap();
+    assert_one_line_error(&run(&["blob", "decode", nonhex.to_str().unwrap()]), "nonhex.hex");
+    let zero = p.join("zero.hex");
+    std::fs::write(&zero, "00".repeat(131_072)).unwrap();
+    let r = "0x73eda753299d7d483339d80809a1d80553bda402fffe5bfeffffffff00000001";
+    assert_one_line_error(&run(&["blob", "kzg", zero.to_str().unwrap(), "--x0", r]), "x0");
+    let bad_json = p.join("bad.json");
+    std::fs::write(&bad_json, "{ not json").unwrap();
+    assert_one_line_error(
+        &run(&["blob", "encode", "--state-update", bad_json.to_str().unwrap(), "--out", p.to_str().unwrap()]),
+        "bad.json",
+    );
+    assert_one_line_error(
+        &run(&["blob", "decode", zero.to_str().unwrap(), "--starknet-version", "banana"]),
+        "starknet_version",
+    );
+}
