@@ -16,7 +16,7 @@ use crate::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Timestam
 ///    free, as [`NewJob::into_job`] at `now` (status `Created`, version 1, epoch 0), and returns
 ///    `Created::New`; for a taken key it changes nothing and returns `Created::Existing` with the
 ///    stored job. Results are in input order. Jobs are inserted in input order, each atomically;
-///    a failure part-way leaves a prefix inserted.
+///    a failure part-way leaves a (possibly empty) prefix inserted.
 /// 2. **Lookups.** `get_job` returns `NotFound` for an unknown id; `get_job_by_key` returns
 ///    `None` for an unknown key.
 /// 3. **Conditional write.** `update_jobs` applies each [`JobWrite`] atomically iff the stored
@@ -27,7 +27,9 @@ use crate::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Timestam
 /// 4. **Claim.** `claim_jobs` atomically selects, per `(kind, n)` in `wants`, up to `n` jobs of
 ///    `chain` and that kind that are *due*: status is claimable (`Created`, `PendingRetry`,
 ///    `Processing`, `PendingVerification`), `next_run_at <= now`, and no lease with
-///    `until > now`; lowest `next_run_at` first, then lowest `range.first`. Each is written
+///    `until > now`. When more are due than wanted, lower `range.first` should go first (the
+///    suite checks it among jobs due at the same time; an adapter may order by due time
+///    first). Each is written
 ///    with lease `(owner, lease_until)`, `epoch + 1`, `version + 1`, status
 ///    [`crate::state::claimed_status`], `attempts + 1` when [`crate::state::claim_counts_attempt`],
 ///    and — when the status changes — a history entry with reason `claimed`. Two concurrent

@@ -55,7 +55,8 @@ pub struct Delivery {
 ///    message is invisible to other receivers for `visibility`; if it is neither acked nor
 ///    nacked by then it is delivered again (at-least-once).
 /// 3. `ack` removes a message for good; acking an unknown or already-acked receipt is not an
-///    error.
+///    error. A receipt is valid until its message is acked, nacked or delivered again; a stale
+///    receipt acks nothing.
 /// 4. `nack` makes the message deliverable again after `delay`, with `attempt + 1`; where
 ///    [`QueueCapabilities::dead_letter`] is set, the backend may move it to its DLQ instead
 ///    after its configured redrive count.

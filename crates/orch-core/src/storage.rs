@@ -30,8 +30,11 @@ pub struct ObjectMeta {
 /// 4. `delete` removes the key; deleting a missing key is not an error.
 /// 5. `list` returns the metas of every key under `prefix` (a whole-segment prefix: `a/b`
 ///    matches `a/b/c`, not `a/bc`), sorted by key; `None` lists everything.
-/// 6. Two stores configured with different root prefixes on the same backend never see each
-///    other's keys.
+/// 6. Two stores configured with different, non-nested root prefixes on the same backend
+///    never see each other's keys (`x` and `xy` are isolated; `x` and `x/a` are not).
+/// 7. Whether a key may be both an object and a prefix of others (`a` and `a/b`) is the
+///    backend's choice (object stores allow it, file systems cannot): orch never does it, and
+///    a backend that refuses says so with `InvalidInput`.
 #[async_trait]
 pub trait Storage: Debug + Send + Sync + 'static {
     /// Backend name.

@@ -18,12 +18,14 @@ pub struct Timestamp(pub u64);
 impl Timestamp {
     /// The epoch.
     pub const ZERO: Timestamp = Timestamp(0);
-    /// Far future: "not scheduled".
-    pub const NEVER: Timestamp = Timestamp(u64::MAX);
+    /// Far future: "not scheduled". `i64::MAX`, so every timestamp orch writes fits a signed
+    /// 64-bit column (SQL `BIGINT`, BSON `Int64`) unchanged.
+    pub const NEVER: Timestamp = Timestamp(i64::MAX as u64);
 
-    /// `self + d`, saturating.
+    /// `self + d`, saturating at [`Timestamp::NEVER`].
     pub fn plus(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_millis().min(u128::from(u64::MAX)) as u64))
+        let ms = d.as_millis().min(u128::from(u64::MAX)) as u64;
+        Timestamp(self.0.saturating_add(ms).min(Timestamp::NEVER.0))
     }
 
     /// `self - earlier`, zero if `earlier` is later.
