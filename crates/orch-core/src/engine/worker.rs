@@ -19,7 +19,7 @@ use crate::events::JobEvent;
 use crate::job::{ClaimRequest, Job, JobWrite, Transition, WorkerInfo};
 use crate::queue::{OutMessage, WakeMessage};
 use crate::state::{transition, Event};
-use crate::types::{JobId, JobKind, JobStatus, Timestamp};
+use crate::types::{Epoch, JobId, JobKind, JobStatus, Timestamp};
 
 /// Reserves up to `want` slots of a kind's in-flight budget; returns how many it got.
 fn reserve(sh: &Shared, kind: JobKind, want: u32) -> u32 {
@@ -242,7 +242,7 @@ fn after_transition(sh: &Shared, job: &Job, t: &Transition, wake: &mut Vec<(JobK
     }
 }
 
-async fn send_hints(sh: &Shared, hints: Vec<(JobId, JobKind, crate::types::Epoch, Duration)>) {
+async fn send_hints(sh: &Shared, hints: Vec<(JobId, JobKind, Epoch, Duration)>) {
     let Some(q) = &sh.queue else { return };
     if !sh.cfg.queue_hints || hints.is_empty() {
         return;
@@ -273,7 +273,7 @@ pub(crate) async fn deps_ready(sh: &Shared, job: &Job) -> Result<bool> {
 
 /// Runs a future while renewing the job's lease every third of its length. Losing the lease
 /// (epoch moved on) abandons the future.
-async fn under_lease<T>(sh: &Shared, job: &Job, fut: impl Future<Output = Result<T>>) -> Result<T> {
+async fn under_lease<T>(sh: &Shared, (id, epoch): (JobId, Epoch), fut: impl Future<Output = Result<T>>) -> Result<T> {
     let every = sh.cfg.lease / 3;
     tokio::pin!(fut);
     // Most handlers finish without waiting on anything: don't arm a timer for them.
@@ -285,13 +285,13 @@ async fn under_lease<T>(sh: &Shared, job: &Job, fut: impl Future<Output = Result
             r = &mut fut => return r,
             () = tokio::time::sleep(every) => {
                 let until = sh.clock.now().plus(sh.cfg.lease);
-                match sh.db.extend_lease(job.id, job.epoch, until).await {
+                match sh.db.extend_lease(id, epoch, until).await {
                     Ok(()) => {}
                     Err(e @ Error::VersionConflict { .. }) => return Err(e),
                     Err(e) => {
                         // Transient: keep working. If the lease lapses meanwhile, the fence
                         // rejects our result and the new holder's counts.
-                        warn!(target: "orch::engine", job_id = %job.id, error = %e, "lease renewal failed");
+                        warn!(target: "orch::engine", job_id = %id, error = %e, "lease renewal failed");
                     }
                 }
             }
@@ -399,8 +399,9 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
                     }
                 };
             }
-            let mut ctx = JobCtx::new(job.clone(), sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
-            let res = under_lease(sh, &job, handler.verify(&mut ctx)).await;
+            let claim = (job.id, job.epoch);
+            let mut ctx = JobCtx::new(job, sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
+            let res = under_lease(sh, claim, handler.verify(&mut ctx)).await;
             let job = ctx.into_job();
             match res {
                 Ok(Verdict::Done) => write(sh, job, Event::Verified, "verified", Timestamp::NEVER),
@@ -436,8 +437,9 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
                     return write(sh, job, Event::Deferred, format!("dependency check failed: {e}"), next);
                 }
             }
-            let mut ctx = JobCtx::new(job.clone(), sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
-            let res = under_lease(sh, &job, handler.process(&mut ctx)).await;
+            let claim = (job.id, job.epoch);
+            let mut ctx = JobCtx::new(job, sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
+            let res = under_lease(sh, claim, handler.process(&mut ctx)).await;
             let mut job = ctx.into_job();
             let now = sh.clock.now();
             match res {
@@ -446,8 +448,9 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
                     // Nothing to wait for: verify under the same claim instead of writing,
                     // re-claiming and writing again.
                     Stats::add(&sh.stats.verify_checks, 1);
-                    let mut ctx = JobCtx::new(job.clone(), sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
-                    let verdict = under_lease(sh, &job, handler.verify(&mut ctx)).await;
+                    let claim = (job.id, job.epoch);
+                    let mut ctx = JobCtx::new(job, sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
+                    let verdict = under_lease(sh, claim, handler.verify(&mut ctx)).await;
                     let mut job = ctx.into_job();
                     let now = sh.clock.now();
                     match verdict {
