@@ -47,6 +47,21 @@ fn dedup_key(ctx: &JobCtx, what: &str) -> String {
     format!("{}:{what}:{}-{}:{}", j.key.chain, j.range().first(), j.range().last(), j.attempts)
 }
 
+/// Where an effect-causing handler starts: `None` when the effect was already caused (its
+/// result is recorded: go and verify it), otherwise the intent to use — the one recorded by an
+/// earlier, interrupted attempt, or a new one recorded now, before the effect.
+async fn begin_effect(ctx: &mut JobCtx, what: &str) -> Result<Option<String>> {
+    if ctx.job().meta.external_ref.is_some() {
+        return Ok(None);
+    }
+    if let Some(i) = ctx.job().meta.intent.clone() {
+        return Ok(Some(i));
+    }
+    let i = dedup_key(ctx, what);
+    ctx.record_intent(i.clone()).await?;
+    Ok(Some(i))
+}
+
 /// SNOS: run the OS, store program output and PIE. No external effect, so no intent.
 #[derive(Debug)]
 pub struct SnosHandler(pub PipelinePorts);
@@ -86,16 +101,8 @@ pub struct ProofHandler {
 #[async_trait]
 impl JobHandler for ProofHandler {
     async fn process(&self, ctx: &mut JobCtx) -> Result<Outcome> {
-        if ctx.job().meta.external_ref.is_some() {
+        let Some(intent) = begin_effect(ctx, "proof").await? else {
             return Ok(Outcome::Verify { after: Duration::ZERO });
-        }
-        let intent = match ctx.job().meta.intent.clone() {
-            Some(i) => i,
-            None => {
-                let i = dedup_key(ctx, "proof");
-                ctx.record_intent(i.clone()).await?;
-                i
-            }
         };
         let (chain, range) = (ctx.job().key.chain.clone(), ctx.job().range());
         let pie = self.ports.storage.get(&artifact_key(&chain, JobKind::SnosRun, range, "pie.bin")?).await?;
@@ -139,16 +146,8 @@ pub struct RegistrationHandler {
 #[async_trait]
 impl JobHandler for RegistrationHandler {
     async fn process(&self, ctx: &mut JobCtx) -> Result<Outcome> {
-        if ctx.job().meta.external_ref.is_some() {
+        let Some(intent) = begin_effect(ctx, "register").await? else {
             return Ok(Outcome::Verify { after: Duration::ZERO });
-        }
-        let intent = match ctx.job().meta.intent.clone() {
-            Some(i) => i,
-            None => {
-                let i = dedup_key(ctx, "register");
-                ctx.record_intent(i.clone()).await?;
-                i
-            }
         };
         let (chain, range) = (ctx.job().key.chain.clone(), ctx.job().range());
         let proof = self.ports.storage.get(&artifact_key(&chain, JobKind::ProofCreation, range, "proof.bin")?).await?;
@@ -175,16 +174,8 @@ pub struct DaHandler {
 #[async_trait]
 impl JobHandler for DaHandler {
     async fn process(&self, ctx: &mut JobCtx) -> Result<Outcome> {
-        if ctx.job().meta.external_ref.is_some() {
+        let Some(intent) = begin_effect(ctx, "da").await? else {
             return Ok(Outcome::Verify { after: Duration::ZERO });
-        }
-        let intent = match ctx.job().meta.intent.clone() {
-            Some(i) => i,
-            None => {
-                let i = dedup_key(ctx, "da");
-                ctx.record_intent(i.clone()).await?;
-                i
-            }
         };
         let range = ctx.job().range();
         let mut updates = Vec::with_capacity(range.len() as usize);
