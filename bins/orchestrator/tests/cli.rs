@@ -36,14 +36,24 @@ fn json(o: &Output) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
-/// Blocks 0..n-1 are in the devnet ledger exactly once, in order, each on its predecessor's root.
-fn assert_ledger(dir: &Path, n: u64) {
+/// The ranges applied so far cover blocks 0..k-1 contiguously, each exactly once, in order, each
+/// on its predecessor's root; returns k.
+fn ledger_prefix(dir: &Path) -> u64 {
     let view = DevSettlement::read_ledger(dir.join("devnet")).expect("ledger readable");
-    let blocks: Vec<u64> = view.applied.iter().map(|u| u.range.first()).collect();
-    assert_eq!(blocks, (0..n).collect::<Vec<_>>(), "ledger holds each block once, in order");
+    let mut next = 0;
+    for u in &view.applied {
+        assert_eq!(u.range.first(), next, "ledger ranges must be contiguous: {:?}", view.applied);
+        next = u.range.last() + 1;
+    }
     for w in view.applied.windows(2) {
         assert_eq!(w[1].prev_root, w[0].new_root, "roots chain");
     }
+    next
+}
+
+/// Blocks 0..n-1 are in the devnet ledger exactly once, in order, each on its predecessor's root.
+fn assert_ledger(dir: &Path, n: u64) {
+    assert_eq!(ledger_prefix(dir), n, "ledger covers exactly blocks 0..{n}");
 }
 
 #[test]
@@ -53,7 +63,8 @@ fn dev_settles_500_blocks_then_resumes_without_resettling() {
     let out = json(&run(&["dev", "--blocks", "500", "--data-dir", d, "--json"]));
     assert_eq!(out["settled_through"], 499, "{out}");
     assert_eq!(out["jobs_failed"], 0, "{out}");
-    assert_eq!(out["jobs_completed"], 2000, "{out}");
+    // dev batches ten blocks per job: 50 batches of four jobs.
+    assert_eq!(out["jobs_completed"], 200, "{out}");
     assert!(out["elapsed_ms"].is_u64());
     assert_ledger(dir.path(), 500);
 
@@ -70,7 +81,7 @@ fn dev_settles_500_blocks_then_resumes_without_resettling() {
     let status = json(&run(&["blocks", "status", "--data-dir", d, "--json"]));
     assert_eq!(status["settled_through"], 599, "{status}");
     assert_eq!(status["settlement_layer_through"], 599, "{status}");
-    assert_eq!(status["jobs"]["state_transition"]["completed"], 600, "{status}");
+    assert_eq!(status["jobs"]["state_transition"]["completed"], 60, "{status}");
 
     let jobs = json(&run(&["jobs", "list", "--data-dir", d, "--json", "--kind", "state_transition", "--limit", "5"]));
     let jobs = jobs.as_array().unwrap();
@@ -85,8 +96,9 @@ fn dev_settles_500_blocks_then_resumes_without_resettling() {
 fn kill_9_at_random_moments_then_one_full_run_settles_each_block_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let n = 400u64;
+    let n = 3000u64;
     let mut seed = 0x5eed_u64;
+    let mut killed_mid_run = 0;
     for round in 0..10 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let after = Duration::from_millis(150 + (seed >> 33) % 900);
@@ -106,10 +118,13 @@ fn kill_9_at_random_moments_then_one_full_run_settles_each_block_once() {
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         // Whatever was applied so far is a clean prefix.
-        let view = DevSettlement::read_ledger(dir.path().join("devnet")).expect("ledger readable after kill");
-        let blocks: Vec<u64> = view.applied.iter().map(|u| u.range.first()).collect();
-        assert_eq!(blocks, (0..blocks.len() as u64).collect::<Vec<_>>(), "round {round}: not a clean prefix");
+        let k = ledger_prefix(dir.path());
+        assert!(k <= n, "round {round}: ledger beyond the chain");
+        if k < n {
+            killed_mid_run += 1;
+        }
     }
+    assert!(killed_mid_run >= 3, "only {killed_mid_run} of 10 kills landed before the end: make the chain longer");
     let out = json(&run(&["dev", "--blocks", &n.to_string(), "--data-dir", d, "--json"]));
     assert_eq!(out["settled_through"], n - 1, "{out}");
     assert_eq!(out["jobs_failed"], 0, "{out}");

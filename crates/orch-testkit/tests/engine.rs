@@ -299,3 +299,33 @@ async fn restart_after_drain_and_after_crash_resumes_without_resettling() {
     w.assert_settled_exactly_once(BLOCKS).await;
     third.shutdown().await;
 }
+
+/// Batches of ten blocks over a chain whose length is not a multiple of ten: full batches go as
+/// soon as their blocks exist, the short last one when `batch_timeout` has passed. Every block
+/// is covered by exactly one settled range, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_cover_every_block_once_including_a_short_last_batch() {
+    let w = World::new(QueueFaults::default(), Arc::new(SimProver::default()));
+    w.chain.set_blocks(1_005);
+    let cfg = EngineConfig { batch_size: 10, batch_timeout: Duration::from_millis(300), ..fast_config() };
+    let a = w.engine_with(w.db.clone(), w.prover.clone(), cfg).start();
+    let end = Instant::now() + Duration::from_secs(60);
+    while w.settlement.applied().last().map(|u| u.range.last()) != Some(1_004) {
+        assert!(Instant::now() < end, "not settled: {:?}", w.settlement.applied().last());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let applied = w.settlement.applied();
+    assert!(w.settlement.rejections().is_empty(), "{:?}", w.settlement.rejections());
+    assert_eq!(applied.len(), 101, "100 full batches and one of five blocks");
+    let mut next = 0;
+    let mut prev = sim_root(None);
+    for u in &applied {
+        assert_eq!(u.range.first(), next, "ranges are contiguous");
+        assert_eq!(u.prev_root, prev);
+        assert_eq!(u.new_root, sim_root(Some(u.range.last())));
+        next = u.range.last() + 1;
+        prev = u.new_root;
+    }
+    assert_eq!(applied.last().unwrap().range, BlockRange::new(1_000, 1_004).unwrap());
+    a.shutdown().await;
+}

@@ -90,6 +90,9 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// Blocks per batch (default 1).
     pub batch_size: u64,
+    /// How long a batch waits to fill up before it closes with the blocks it has (default 60s).
+    #[serde(with = "crate::duration")]
+    pub batch_timeout: Duration,
     /// How far job creation may run ahead of the lowest unsettled block (default 64).
     pub max_blocks_ahead: u64,
     /// First block to orchestrate when the store and the settlement layer are empty (default 0).
@@ -118,6 +121,7 @@ impl Default for EngineConfig {
             on_verify_timeout: TimeoutPolicy::Reprocess,
             retry: RetryPolicy::default(),
             batch_size: 1,
+            batch_timeout: Duration::from_secs(60),
             max_blocks_ahead: 64,
             start_block: 0,
             creator_interval: Duration::from_secs(1),

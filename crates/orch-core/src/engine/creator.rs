@@ -11,7 +11,7 @@ use super::{graph, CreatorPorts, Shared};
 use crate::error::Result;
 use crate::job::{JobQuery, Order};
 use crate::queue::{OutMessage, WakeMessage};
-use crate::types::{BlockNumber, BlockRange, JobKind, JobStatus};
+use crate::types::{BlockNumber, BlockRange, JobKind, JobStatus, Timestamp};
 
 /// At most this many batches per tick, so one tick stays short.
 const MAX_BATCHES_PER_TICK: u64 = 512;
@@ -20,6 +20,8 @@ const MAX_BATCHES_PER_TICK: u64 = 512;
 struct Cursor {
     next: BlockNumber,
     prev: Option<BlockRange>,
+    /// When the creator first saw block `next` without enough blocks for a full batch.
+    waiting_since: Option<Timestamp>,
 }
 
 pub(crate) async fn creator_loop(sh: Arc<Shared>, cp: CreatorPorts) {
@@ -53,12 +55,12 @@ async fn initial_cursor(sh: &Shared, cp: &CreatorPorts) -> Result<Cursor> {
     q.kinds = vec![JobKind::SnosRun];
     q.order = Order::Descending;
     if let Some(last) = sh.db.list_jobs(&q).await?.pop() {
-        return Ok(Cursor { next: last.range().last() + 1, prev: Some(last.range()) });
+        return Ok(Cursor { next: last.range().last() + 1, prev: Some(last.range()), waiting_since: None });
     }
     if let Some(s) = cp.settlement.last_settled().await? {
-        return Ok(Cursor { next: (s.block + 1).max(sh.cfg.start_block), prev: None });
+        return Ok(Cursor { next: (s.block + 1).max(sh.cfg.start_block), prev: None, waiting_since: None });
     }
-    Ok(Cursor { next: sh.cfg.start_block, prev: None })
+    Ok(Cursor { next: sh.cfg.start_block, prev: None, waiting_since: None })
 }
 
 /// Lowest block not yet settled by a completed StateTransition job.
@@ -89,8 +91,21 @@ async fn tick(sh: &Shared, cp: &CreatorPorts, cursor: &mut Option<Cursor>) -> Re
     let mut batches = 0;
     let start = cur;
     while batches < MAX_BATCHES_PER_TICK {
-        let last = cur.next + size - 1;
-        if last > head || last >= limit {
+        if head < cur.next {
+            break;
+        }
+        let full = cur.next + size - 1;
+        // A batch closes when it is full, or when its first block has waited `batch_timeout`
+        // for the rest (so a quiet chain, or the end of a fixed one, still settles).
+        let since = *cur.waiting_since.get_or_insert(now);
+        let last = if full <= head {
+            full
+        } else if now.since(since) >= sh.cfg.batch_timeout {
+            head
+        } else {
+            break;
+        };
+        if last >= limit {
             break;
         }
         let range = BlockRange::new(cur.next, last)?;
@@ -103,7 +118,7 @@ async fn tick(sh: &Shared, cp: &CreatorPorts, cursor: &mut Option<Cursor>) -> Re
             now,
             now.plus(sh.cfg.dependency_poll),
         ));
-        cur = Cursor { next: last + 1, prev: Some(range) };
+        cur = Cursor { next: last + 1, prev: Some(range), waiting_since: None };
         batches += 1;
     }
     if jobs.is_empty() {
