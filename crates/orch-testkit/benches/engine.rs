@@ -54,7 +54,7 @@ async fn engine_run(n: u64) -> Duration {
     let chain = ChainId::new("bench").unwrap();
     let cfg = EngineConfig {
         workers: 8,
-        claim_batch: 128,
+        claim_batch: 256,
         max_in_flight: [4096; 5],
         poll_interval: Duration::from_millis(5),
         ..EngineConfig::default()
