@@ -142,11 +142,16 @@ pub(crate) async fn open(cfg: &AppConfig, fixed_blocks: Option<u64>) -> anyhow::
     })
 }
 
-/// The settlement layer alone (for `blocks status`), when the data dir has one.
-pub(crate) fn open_settlement(cfg: &AppConfig) -> anyhow::Result<Option<Arc<dyn Settlement>>> {
+/// The last block the settlement layer has applied (for `blocks status`), when the data dir
+/// has a devnet ledger. Read-only: a status command must not open the ledger for writing.
+pub(crate) fn settlement_layer_through(cfg: &AppConfig) -> anyhow::Result<Option<u64>> {
     if cfg.settlement.provider != "devnet" || !devnet_dir(cfg).is_dir() {
         return Ok(None);
     }
-    let devnet = orch_devnet::Devnet::open(devnet_config(cfg, None)?, devnet_dir(cfg), Arc::new(SystemClock))?;
-    Ok(Some(devnet.settlement()))
+    match orch_devnet::DevSettlement::read_ledger(devnet_dir(cfg)) {
+        Ok(view) => Ok(view.last_settled().map(|s| s.block)),
+        // No update applied yet: the ledger file is created by the first one.
+        Err(orch_core::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }

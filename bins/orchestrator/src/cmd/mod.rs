@@ -172,10 +172,7 @@ pub(crate) async fn blocks_status(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
     }
     let settled_through =
         if lowest_unsettled == Some(0) { None } else { db.list_jobs(&done).await?.pop().map(|j| j.range().last()) };
-    let settlement_layer_through = match providers::open_settlement(&cfg)? {
-        Some(s) => s.last_settled().await?.map(|s| s.block),
-        None => None,
-    };
+    let settlement_layer_through = providers::settlement_layer_through(&cfg)?;
     let status = BlocksStatus {
         chain_id: cfg.chain_id.clone(),
         settled_through,
