@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
 use apalis_sqlite::SqliteStorage;
-use async_trait::async_trait;
 use orch_core::clock::SystemClock;
-use orch_core::engine::{Engine, EngineConfig, JobCtx, JobHandler, Outcome, Roles, Verdict};
-use orch_core::job::{JobMeta, NewJob};
-use orch_core::types::{BlockRange, ChainId, JobId, JobKey, JobKind, Timestamp};
+use orch_core::engine::{Engine, EngineConfig, Roles};
+use orch_core::types::{ChainId, JobKind, Timestamp};
 use orch_sqlite::{SqliteConfig, SqliteStore};
+use orch_testkit::noop::{noop_jobs, NoopHandler};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 const CONCURRENCY: usize = 8;
@@ -37,32 +36,6 @@ const DEFAULT_N: u64 = 5_000;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // ---------------------------------------------------------------- orch
-
-#[derive(Debug)]
-struct Noop;
-
-#[async_trait]
-impl JobHandler for Noop {
-    async fn process(&self, _ctx: &mut JobCtx) -> orch_core::Result<Outcome> {
-        Ok(Outcome::Done)
-    }
-    async fn verify(&self, _ctx: &mut JobCtx) -> orch_core::Result<Verdict> {
-        Ok(Verdict::Done)
-    }
-}
-
-fn orch_jobs(chain: &ChainId, n: u64) -> Vec<NewJob> {
-    (0..n)
-        .map(|b| NewJob {
-            id: JobId::random(),
-            key: JobKey { chain: chain.clone(), kind: JobKind::SnosRun, range: BlockRange::single(b) },
-            max_attempts: 3,
-            next_run_at: Timestamp::ZERO,
-            deps: vec![],
-            meta: JobMeta::default(),
-        })
-        .collect()
-}
 
 /// Creates `n` jobs in a fresh SQLite file and runs them to completion; returns the elapsed time.
 async fn orch_run(dir: &Path, n: u64) -> Result<Duration, BoxError> {
@@ -79,9 +52,9 @@ async fn orch_run(dir: &Path, n: u64) -> Result<Duration, BoxError> {
     let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
         .config(cfg)
         .roles(Roles { create: false, work: true })
-        .handler(JobKind::SnosRun, Arc::new(Noop))
+        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
         .build()?;
-    let new_jobs = orch_jobs(&chain, n);
+    let new_jobs = noop_jobs(&chain, JobKind::SnosRun, n);
 
     let start = Instant::now();
     let handle = engine.start();

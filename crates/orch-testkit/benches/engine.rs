@@ -10,43 +10,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use orch_core::clock::SystemClock;
 use orch_core::db::Database;
-use orch_core::engine::{Engine, EngineConfig, JobCtx, JobHandler, Outcome, Roles, Verdict};
-use orch_core::job::{JobMeta, NewJob};
-use orch_core::types::{BlockRange, ChainId, JobId, JobKey, JobKind, Timestamp};
-use orch_core::Result;
+use orch_core::engine::{Engine, EngineConfig, Roles};
+use orch_core::types::{ChainId, JobKind, Timestamp};
 use orch_testkit::mem::MemDatabase;
+use orch_testkit::noop::{noop_jobs, NoopHandler};
 
 const JOBS: u64 = 20_000;
-
-#[derive(Debug)]
-struct Noop;
-
-#[async_trait]
-impl JobHandler for Noop {
-    async fn process(&self, _ctx: &mut JobCtx) -> Result<Outcome> {
-        Ok(Outcome::Done)
-    }
-    async fn verify(&self, _ctx: &mut JobCtx) -> Result<Verdict> {
-        Ok(Verdict::Done)
-    }
-}
-
-fn jobs(chain: &ChainId, n: u64) -> Vec<NewJob> {
-    (0..n)
-        .map(|b| NewJob {
-            id: JobId::random(),
-            key: JobKey { chain: chain.clone(), kind: JobKind::SnosRun, range: BlockRange::single(b) },
-            max_attempts: 3,
-            next_run_at: Timestamp::ZERO,
-            deps: vec![],
-            meta: JobMeta::default(),
-        })
-        .collect()
-}
 
 /// Creates `n` jobs and runs them to completion; returns the elapsed time.
 async fn engine_run(n: u64) -> Duration {
@@ -62,10 +34,10 @@ async fn engine_run(n: u64) -> Duration {
     let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
         .config(cfg)
         .roles(Roles { create: false, work: true })
-        .handler(JobKind::SnosRun, Arc::new(Noop))
+        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
         .build()
         .unwrap();
-    let new_jobs = jobs(&chain, n);
+    let new_jobs = noop_jobs(&chain, JobKind::SnosRun, n);
     let start = Instant::now();
     let handle = engine.start();
     for chunk in new_jobs.chunks(1024) {

@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod faults;
 pub mod mem;
+pub mod noop;
 pub mod sim;
 pub mod suite;
 
