@@ -1,0 +1,1 @@
+//! orch Database on PostgreSQL (sqlx, rustls): SKIP LOCKED claims, leases, fencing, versioned migrations.

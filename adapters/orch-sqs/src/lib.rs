@@ -1,0 +1,1 @@
+//! orch Queue on Amazon SQS (aws-sdk-sqs): native delay, visibility timeout, redrive to a DLQ.
