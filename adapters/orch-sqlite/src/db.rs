@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use orch_core::db::Database;
 use orch_core::error::{Error, Result};
 use orch_core::job::{
-    ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, Order, StatusCount, Transition, WorkerInfo,
+    ClaimRequest, Created, Job, JobQuery, JobRecord, JobWrite, NewJob, Order, StatusCount, Transition, WorkerInfo,
 };
 use orch_core::state::{claim_counts_attempt, claimed_status};
 use orch_core::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, JobStatus, Timestamp, Version, WorkerId};
@@ -164,6 +164,68 @@ fn create_in(conn: &Connection, jobs: Vec<NewJob>, now: Timestamp, path: &Path) 
         }
     }
     Ok(out)
+}
+
+/// Stores one exported record verbatim (contract rule 9). Its transitions take the versions
+/// just below the job's own, in order, so later writes append after them.
+fn import_one(conn: &Connection, r: &JobRecord, path: &Path) -> Result<bool> {
+    let m = |e| map_err(e, path);
+    let job = &r.job;
+    let id = job.id.to_string();
+    let stored: Option<Job> = {
+        let mut stmt = conn.prepare_cached(select_by_id()).map_err(m)?;
+        let mut rows = stmt.query([&id]).map_err(m)?;
+        match rows.next().map_err(m)? {
+            Some(row) => Some(job_from_row(row, path)?),
+            None => None,
+        }
+    };
+    if let Some(cur) = stored {
+        if cur.key != job.key {
+            return Err(Error::already_exists(format!(
+                "job id {} (stored with key {}, imported with key {})",
+                job.id, cur.key, job.key
+            )));
+        }
+        return Ok(false);
+    }
+    let n = conn
+        .prepare_cached(INSERT_JOB)
+        .map_err(m)?
+        .execute(params![
+            id,
+            job.key.chain.as_str(),
+            kind_code(job.key.kind),
+            int(job.key.range.first(), "block")?,
+            int(job.key.range.last(), "block")?,
+            job.status.as_str(),
+            int(job.version.0, "version")?,
+            int(job.epoch.0, "epoch")?,
+            job.lease.as_ref().map(|l| l.owner.0.as_str()),
+            job.lease.as_ref().map(|l| ts(l.until)),
+            i64::from(job.attempts),
+            i64::from(job.max_attempts),
+            ts(job.next_run_at),
+            job.verify_deadline.map(ts),
+            deps_json(&job.deps)?,
+            meta_json(&job.meta)?,
+            job.last_error,
+            ts(job.created_at),
+            ts(job.updated_at),
+        ])
+        .map_err(m)?;
+    if n == 0 {
+        let holder = get_by_key(conn, &job.key, path)?.map(|j| j.id.to_string()).unwrap_or_default();
+        return Err(Error::already_exists(format!(
+            "job key {} (held by job {holder}, imported as job {})",
+            job.key, job.id
+        )));
+    }
+    let first = job.version.0 + 1 - r.history.len() as u64;
+    for (i, t) in r.history.iter().enumerate() {
+        insert_history(conn, &id, Version(first + i as u64), t, path)?;
+    }
+    Ok(true)
 }
 
 fn update_one(conn: &Connection, w: JobWrite, path: &Path) -> Result<Job> {
@@ -488,6 +550,25 @@ impl Database for SqliteStore {
                     out.push(StatusCount { kind, status, count: count.max(0) as u64 });
                 }
                 out.sort_by_key(|c| (c.kind, c.status));
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        for r in records {
+            r.validate()?;
+        }
+        let records = records.to_vec();
+        self.conns
+            .write(move |conn, sh| {
+                let mut out = Vec::with_capacity(records.len());
+                for r in &records {
+                    out.push(import_one(conn, r, &sh.path)?);
+                }
                 Ok(out)
             })
             .await

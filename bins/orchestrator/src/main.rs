@@ -58,6 +58,9 @@ enum Command {
     /// State diff ⇄ EIP-4844 blobs ⇄ KZG, on files.
     #[command(subcommand)]
     Blob(cmd::blob::BlobCmd),
+    /// Back up, restore, or move the job store to another backend.
+    #[command(subcommand)]
+    Db(cmd::db::DbCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,5 +147,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(c) => cmd::jobs::jobs(&ctx, c).await,
         Command::Blocks(BlocksCmd::Status(j)) => cmd::blocks_status(&ctx, j.json).await,
         Command::Blob(c) => cmd::blob::blob(c),
+        Command::Db(c) => cmd::db::db(&ctx, c).await,
     }
 }

@@ -295,3 +295,91 @@ fn blob_cli_rejects_bad_input_with_one_line() {
         "starknet_version",
     );
 }
+
+/// Copies a directory tree (the devnet's simulated outside world moves with the store).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn db_export_import_moves_a_mid_run_store_and_the_run_finishes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (da, db) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let n = 2000u64;
+    // Stop a run part-way, hard, so the store holds leased and half-done jobs.
+    let mut child = bin()
+        .args(["dev", "--blocks", &n.to_string(), "--data-dir", da])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while ledger_prefix_or_zero(&a) < 200 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let k = ledger_prefix(&a);
+    assert!(k < n, "the run must be stopped mid-way (settled {k})");
+
+    let dump = dir.path().join("jobs.dump");
+    let exported = json(&run(&["db", "export", "--out", dump.to_str().unwrap(), "--data-dir", da, "--json"]));
+    let jobs = exported["jobs"].as_u64().unwrap();
+    assert!(jobs > 0, "{exported}");
+
+    // The store moves; the outside world (simulated chain and L1) and the artefact storage
+    // stay what they were, as an S3 bucket would.
+    std::fs::create_dir_all(&b).unwrap();
+    copy_dir(&a.join("devnet"), &b.join("devnet"));
+    copy_dir(&a.join("artifacts"), &b.join("artifacts"));
+    let imported = json(&run(&["db", "import", "--in", dump.to_str().unwrap(), "--data-dir", db, "--json"]));
+    assert_eq!(imported["jobs"], jobs, "{imported}");
+    assert_eq!(imported["imported"], jobs, "{imported}");
+    assert_eq!(imported["verified"], true, "{imported}");
+    assert_eq!(imported["sha256"], exported["sha256"], "the store's copy hashes like the dump");
+    // Repeating the import changes nothing.
+    let again = json(&run(&["db", "import", "--in", dump.to_str().unwrap(), "--data-dir", db, "--json"]));
+    assert_eq!(again["imported"], 0, "{again}");
+    // A second export of the new store is the same dump.
+    let dump2 = dir.path().join("jobs2.dump");
+    let re = json(&run(&["db", "export", "--out", dump2.to_str().unwrap(), "--data-dir", db, "--json"]));
+    assert_eq!(re["sha256"], exported["sha256"]);
+
+    let out = json(&run(&["dev", "--blocks", &n.to_string(), "--data-dir", db, "--json"]));
+    assert_eq!(out["settled_through"], n - 1, "{out}");
+    assert_eq!(out["jobs_failed"], 0, "{out}");
+    assert_ledger(&b, n);
+
+    // A damaged dump is refused before anything is written.
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] = if bytes[mid] == b'1' { b'2' } else { b'1' };
+    let damaged = dir.path().join("damaged.dump");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let c = dir.path().join("c");
+    let o = run(&["db", "import", "--in", damaged.to_str().unwrap(), "--data-dir", c.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("damaged.dump"), "{}", stderr(&o));
+    assert!(!c.join("orch.db").exists(), "nothing may be written from a damaged dump");
+    let truncated = dir.path().join("truncated.dump");
+    std::fs::write(&truncated, &std::fs::read(&dump).unwrap()[..mid]).unwrap();
+    let o = run(&["db", "import", "--in", truncated.to_str().unwrap(), "--data-dir", c.to_str().unwrap()]);
+    assert_one_line_error(&o, "truncated.dump");
+}
+
+fn ledger_prefix_or_zero(dir: &Path) -> u64 {
+    match DevSettlement::read_ledger(dir.join("devnet")) {
+        Ok(view) => view.applied.last().map_or(0, |u| u.range.last() + 1),
+        Err(_) => 0,
+    }
+}

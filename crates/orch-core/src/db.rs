@@ -6,7 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::job::{ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, StatusCount, Transition, WorkerInfo};
+use crate::job::{
+    ClaimRequest, Created, Job, JobQuery, JobRecord, JobWrite, NewJob, StatusCount, Transition, WorkerInfo,
+};
 use crate::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Timestamp, WorkerId};
 
 /// The job store.
@@ -49,6 +51,12 @@ use crate::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Timestam
 ///    heartbeat is at or after `since`; `try_lead` grants the named lease to `owner` if it is
 ///    free, expired at `now`, or already `owner`'s, and returns whether `owner` holds it.
 /// 8. **Isolation.** Nothing of one chain is visible through another chain's queries.
+/// 9. **Import.** `import_jobs` stores each [`JobRecord`] verbatim — every field of the job,
+///    including version, epoch and lease, and its history in order — atomically per record, so
+///    a store can be restored from a dump or moved to another backend. A record whose id is
+///    already stored with the same key changes nothing and reports `false` (an import can be
+///    repeated); a record whose id or key is held by a different job is `AlreadyExists` for
+///    the whole call, with the records before it imported. `true` means it was written.
 #[async_trait]
 pub trait Database: Debug + Send + Sync + 'static {
     /// Backend name for errors and metrics (`sqlite`, `postgres`, …).
@@ -100,6 +108,12 @@ pub trait Database: Debug + Send + Sync + 'static {
 
     /// Takes or keeps the named leader lease until `until`.
     async fn try_lead(&self, name: &str, owner: &WorkerId, now: Timestamp, until: Timestamp) -> Result<bool>;
+
+    /// Stores exported records verbatim, per contract rule 9.
+    async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>> {
+        let _ = records;
+        Err(Error::unsupported("import_jobs", self.backend()))
+    }
 }
 
 /// Conveniences over [`Database`], for every implementor.
@@ -150,6 +164,7 @@ macro_rules! forward_database {
             async fn history(&self, id: JobId) -> Result<Vec<Transition>> { (**self).history(id).await }
             async fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> { (**self).heartbeat(worker).await }
             async fn workers(&self, since: Timestamp) -> Result<Vec<WorkerInfo>> { (**self).workers(since).await }
+            async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>> { (**self).import_jobs(records).await }
             async fn try_lead(&self, name: &str, owner: &WorkerId, now: Timestamp, until: Timestamp) -> Result<bool> {
                 (**self).try_lead(name, owner, now, until).await
             }

@@ -49,6 +49,35 @@ pub struct Transition {
     pub epoch: Epoch,
 }
 
+/// A job with its history: the unit of `db export` / `db import` and of
+/// [`Database::import_jobs`](crate::db::Database::import_jobs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecord {
+    /// The job as stored.
+    pub job: Job,
+    /// Its transitions, oldest first.
+    pub history: Vec<Transition>,
+}
+
+impl JobRecord {
+    /// Checks what a store relies on: no more transitions than writes (each transition was
+    /// recorded by one write), and a range the key allows.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        if self.history.len() as u64 > self.job.version.0 {
+            return Err(crate::error::Error::invalid_input(
+                format!("job {}", self.job.id),
+                format!(
+                    "has {} history entries but version {}: every entry is written by one write, so the record is corrupt",
+                    self.history.len(),
+                    self.job.version.0
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {

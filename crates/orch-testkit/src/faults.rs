@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orch_core::db::Database;
 use orch_core::error::{Error, Result};
-use orch_core::job::{ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, StatusCount, Transition, WorkerInfo};
+use orch_core::job::{
+    ClaimRequest, Created, Job, JobQuery, JobRecord, JobWrite, NewJob, StatusCount, Transition, WorkerInfo,
+};
 use orch_core::prove::{ProofRequest, ProofStatus, Prover, TaskId};
 use orch_core::queue::{Delivery, OutMessage, Queue, QueueCapabilities, Receipt};
 use orch_core::types::{BlockNumber, BlockRange, ChainId, Epoch, JobId, JobKey, JobKind, Timestamp, WorkerId};
@@ -226,6 +228,10 @@ impl<D: Database> Database for FaultyDb<D> {
     async fn try_lead(&self, name: &str, owner: &WorkerId, now: Timestamp, until: Timestamp) -> Result<bool> {
         self.gate()?;
         self.inner.try_lead(name, owner, now, until).await
+    }
+    async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>> {
+        self.gate()?;
+        self.inner.import_jobs(records).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! The commands.
 
 pub(crate) mod blob;
+pub(crate) mod db;
 pub(crate) mod dev;
 pub(crate) mod jobs;
 pub(crate) mod run;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use orch_core::db::Database;
 use orch_core::error::{Error, Result};
 use orch_core::job::{
-    ClaimRequest, Created, Job, JobQuery, JobWrite, NewJob, Order, StatusCount, Transition, WorkerInfo,
+    ClaimRequest, Created, Job, JobQuery, JobRecord, JobWrite, NewJob, Order, StatusCount, Transition, WorkerInfo,
 };
 use orch_core::state::{claim_counts_attempt, claimed_status};
 use orch_core::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Lease, Timestamp, Version, WorkerId};
@@ -374,6 +374,39 @@ impl Database for MemDatabase {
             *counts.entry((job.key.kind, job.status)).or_default() += 1;
         }
         Ok(counts.into_iter().map(|((kind, status), count)| StatusCount { kind, status, count }).collect())
+    }
+
+    async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>> {
+        let mut g = self.lock();
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            r.validate()?;
+            let job = &r.job;
+            if let Some(cur) = g.jobs.get(&job.id) {
+                if cur.key != job.key {
+                    return Err(Error::already_exists(format!(
+                        "job id {} (stored with key {}, imported with key {})",
+                        job.id, cur.key, job.key
+                    )));
+                }
+                out.push(false);
+                continue;
+            }
+            if let Some(holder) = g.by_key.get(&job.key) {
+                return Err(Error::already_exists(format!(
+                    "job key {} (held by job {holder}, imported as job {})",
+                    job.key, job.id
+                )));
+            }
+            g.by_key.insert(job.key.clone(), job.id);
+            let sk = JobQuery::sort_key(&job.key);
+            g.sorted.entry(job.key.chain.clone()).or_default().insert(sk, job.id);
+            // Placed as of the epoch start: claims promote whatever is due by their `now`.
+            g.store(job.clone(), Timestamp(0));
+            g.history.insert(job.id, r.history.clone());
+            out.push(true);
+        }
+        Ok(out)
     }
 
     async fn history(&self, id: JobId) -> Result<Vec<Transition>> {

@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use orch_core::db::{Database, DatabaseExt};
 use orch_core::error::Error;
-use orch_core::job::{ClaimRequest, Job, JobMeta, JobQuery, JobWrite, NewJob, Order, Transition, WorkerInfo};
+use orch_core::job::{
+    ClaimRequest, Job, JobMeta, JobQuery, JobRecord, JobWrite, NewJob, Order, Transition, WorkerInfo,
+};
 use orch_core::types::{BlockRange, ChainId, JobId, JobKey, JobKind, JobStatus, ObjectKey, Timestamp, WorkerId};
+use orch_core::types::{Epoch, Lease, Version};
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
@@ -453,6 +456,89 @@ pub async fn leader_lease_is_exclusive_until_expiry(db: Arc<dyn Database>) {
     assert!(db.try_lead(&name, &a, Timestamp(T0.0 + 50), Timestamp(T0.0 + 300)).await.unwrap());
     assert!(!db.try_lead(&name, &b, Timestamp(T0.0 + 299), Timestamp(T0.0 + 400)).await.unwrap());
     assert!(db.try_lead(&name, &b, Timestamp(T0.0 + 300), Timestamp(T0.0 + 400)).await.unwrap());
+}
+
+/// Rule 9: imported records come back verbatim (job and history), a repeat import is a no-op,
+/// a taken key is refused, and the engine's operations continue on imported jobs.
+pub async fn import_restores_records_verbatim(db: Arc<dyn Database>) {
+    let c = fresh_chain();
+    let t = |ms| Timestamp(T0.0 + ms);
+    let transition = |at, from, to, reason: &str, attempt, epoch| Transition {
+        at: t(at),
+        from,
+        to,
+        reason: reason.into(),
+        attempt,
+        actor: Some(WorkerId("w-old".into())),
+        epoch: Epoch(epoch),
+    };
+    let mut done = new_job(&c, JobKind::ProofCreation, 4).into_job(T0);
+    done.key.range = BlockRange::new(4, 6).unwrap();
+    done.status = JobStatus::Completed;
+    done.version = Version(5);
+    done.epoch = Epoch(2);
+    done.attempts = 2;
+    done.deps = vec![key(&c, JobKind::SnosRun, 4)];
+    done.meta.intent = Some("submit:4-6".into());
+    done.meta.external_ref = Some("task-9".into());
+    done.meta.artifacts.insert("proof".into(), ObjectKey::new("c/proof-4.bin").unwrap());
+    done.last_error = Some("prover: timeout".into());
+    done.updated_at = t(900);
+    let done_history = vec![
+        transition(10, JobStatus::Created, JobStatus::Processing, "claimed", 1, 1),
+        transition(20, JobStatus::Processing, JobStatus::PendingRetry, "prover: timeout", 1, 1),
+        transition(30, JobStatus::PendingRetry, JobStatus::Processing, "claimed", 2, 2),
+        transition(40, JobStatus::Processing, JobStatus::Completed, "verified", 2, 2),
+    ];
+    // Leased by a worker of the old store, lease long expired: claimable at once.
+    let mut leased = new_job(&c, JobKind::SnosRun, 7).into_job(T0);
+    leased.status = JobStatus::Processing;
+    leased.version = Version(2);
+    leased.epoch = Epoch(1);
+    leased.attempts = 1;
+    leased.lease = Some(Lease { owner: WorkerId("w-old".into()), until: t(50) });
+    let leased_history = vec![transition(5, JobStatus::Created, JobStatus::Processing, "claimed", 1, 1)];
+    let fresh = new_job(&c, JobKind::SnosRun, 8).into_job(T0);
+    let records = vec![
+        JobRecord { job: done.clone(), history: done_history.clone() },
+        JobRecord { job: leased.clone(), history: leased_history.clone() },
+        JobRecord { job: fresh.clone(), history: vec![] },
+    ];
+
+    assert_eq!(db.import_jobs(&records).await.unwrap(), vec![true, true, true]);
+    for r in &records {
+        assert_eq!(db.get_job(r.job.id).await.unwrap(), r.job, "imported job must read back verbatim");
+        assert_eq!(db.get_job_by_key(&r.job.key).await.unwrap().as_ref(), Some(&r.job));
+        assert_eq!(db.history(r.job.id).await.unwrap(), r.history, "imported history must read back in order");
+    }
+    let listed = db.list_jobs(&JobQuery::all(c.clone(), 100)).await.unwrap();
+    assert_eq!(listed.len(), 3, "imported jobs must be listed");
+    assert_eq!(db.import_jobs(&records).await.unwrap(), vec![false, false, false], "a repeat import changes nothing");
+
+    let mut usurper = records[2].clone();
+    usurper.job.id = JobId::random();
+    let e = db.import_jobs(&[usurper.clone()]).await.unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "a taken key must be refused, got {e:?}");
+    assert!(matches!(db.get_job(usurper.job.id).await, Err(Error::NotFound { .. })));
+    let mut corrupt = records[0].clone();
+    corrupt.job.id = JobId::random();
+    corrupt.job.key = key(&c, JobKind::DataSubmission, 99);
+    corrupt.job.version = Version(1);
+    assert!(matches!(db.import_jobs(&[corrupt]).await, Err(Error::InvalidInput { .. })));
+
+    // The engine carries on: the expired lease is reclaimed with the next epoch, and a write
+    // appends to the imported history.
+    let got = db.claim_jobs(&claim(&c, "w-new", t(1_000), vec![(JobKind::SnosRun, 10)])).await.unwrap();
+    let reclaimed = got.iter().find(|j| j.id == leased.id).expect("expired imported lease must be claimable");
+    assert_eq!(reclaimed.epoch, Epoch(2));
+    assert!(got.iter().any(|j| j.id == fresh.id), "an imported due job must be claimable");
+    let mut next = reclaimed.clone();
+    next.status = JobStatus::PendingVerification;
+    let tr = transition(1_100, JobStatus::Processing, JobStatus::PendingVerification, "processed", 2, 2);
+    db.update_job(JobWrite { job: next, transition: Some(tr.clone()), now: t(1_100) }).await.unwrap();
+    let h = db.history(leased.id).await.unwrap();
+    assert_eq!(&h[..1], &leased_history[..], "imported history must stay first");
+    assert_eq!(h.last(), Some(&tr), "new transitions append after imported ones");
 }
 
 /// `migrate` is idempotent.
