@@ -24,11 +24,6 @@ mod database {
     use super::*;
     // Cases use random chain ids, so they share one file (and run concurrently on it).
     orch_testkit::database_suite!(async { Some(open("db.sqlite").await.database()) as Option<Arc<dyn Database>> });
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn import_restores_records_verbatim() {
-        orch_testkit::suite::database::import_restores_records_verbatim(open("db.sqlite").await.database()).await;
-    }
 }
 
 mod queue {

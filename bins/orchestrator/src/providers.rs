@@ -61,8 +61,20 @@ pub(crate) struct Store {
     pub(crate) queue: Option<Arc<dyn Queue>>,
 }
 
-/// Opens the job store. `must_exist`: refuse to create a new embedded store (read commands).
-pub(crate) async fn open_store(cfg: &AppConfig, must_exist: bool) -> anyhow::Result<Store> {
+/// How a command opens the job store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreMode {
+    /// Read commands: the store must already exist; never create or migrate one.
+    Existing,
+    /// Service start (`run`): create an embedded store if missing; a server store must have
+    /// been set up (its schema version is checked, not changed).
+    Run,
+    /// `setup`, `dev`, `db import`: create and migrate whatever is missing.
+    Setup,
+}
+
+/// Opens the job store as `mode` says.
+pub(crate) async fn open_store(cfg: &AppConfig, mode: StoreMode) -> anyhow::Result<Store> {
     check_providers(cfg)?;
     match cfg.database.provider.as_str() {
         #[cfg(feature = "sqlite")]
@@ -70,24 +82,76 @@ pub(crate) async fn open_store(cfg: &AppConfig, must_exist: bool) -> anyhow::Res
             let section = with_default(&cfg.database, "path", Value::String("orch.db".into()));
             let mut sc: orch_sqlite::SqliteConfig = section.parse("database")?;
             sc.path = under_data_dir(cfg, &sc.path);
-            if must_exist && !sc.path.exists() {
+            if mode == StoreMode::Existing && !sc.path.exists() {
                 bail!(
                     "no orch store at {}: run `orchestrator dev` (or `orchestrator setup`) first, or pass the --data-dir it used",
                     sc.path.display()
                 );
             }
-            if !must_exist {
+            if mode != StoreMode::Existing {
                 prepare_data_dir(cfg)?;
             }
             let store = orch_sqlite::SqliteStore::open(sc).await?;
             let queue: Option<Arc<dyn Queue>> = match cfg.queue.provider.as_str() {
                 "sqlite" => Some(Arc::new(store.default_queue())),
-                _ => None,
+                _ => open_queue(cfg).await?,
             };
             Ok(Store { db: store.database(), queue })
         }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let pc: orch_postgres::PostgresConfig = cfg.database.parse("database")?;
+            let store = match mode {
+                StoreMode::Setup => orch_postgres::PostgresStore::connect_and_migrate(pc).await?,
+                _ => orch_postgres::PostgresStore::connect(pc).await?,
+            };
+            Ok(Store { db: Arc::new(store), queue: open_queue(cfg).await? })
+        }
+        #[cfg(feature = "mongo")]
+        "mongo" => {
+            let mc: orch_mongo::MongoConfig = cfg.database.parse("database")?;
+            let store = match mode {
+                StoreMode::Setup => orch_mongo::MongoStore::connect_and_migrate(mc).await?,
+                _ => orch_mongo::MongoStore::connect(mc).await?,
+            };
+            Ok(Store { db: Arc::new(store), queue: open_queue(cfg).await? })
+        }
         other => bail!("[database] provider \"{other}\" is not available in this build"),
     }
+}
+
+/// Opens a queue that lives apart from the job store (`none`: the engine sweeps the store).
+async fn open_queue(cfg: &AppConfig) -> anyhow::Result<Option<Arc<dyn Queue>>> {
+    #[allow(dead_code)] // used only by builds with a broker feature
+    fn some(q: impl Queue) -> Option<Arc<dyn Queue>> {
+        Some(Arc::new(q))
+    }
+    Ok(match cfg.queue.provider.as_str() {
+        "none" => None,
+        "sqlite" => bail!("[queue] provider \"sqlite\" needs [database] provider \"sqlite\" (it lives in the same file); pick another queue or \"none\""),
+        #[cfg(feature = "redis")]
+        "redis" => some(orch_redis::RedisQueue::connect(cfg.queue.parse("queue")?).await?),
+        #[cfg(feature = "rabbit")]
+        "rabbit" => some(orch_rabbit::RabbitQueue::connect(cfg.queue.parse("queue")?).await?),
+        #[cfg(feature = "sqs")]
+        "sqs" => some(orch_sqs::SqsQueue::connect(cfg.queue.parse("queue")?).await?),
+        other => bail!("[queue] provider \"{other}\" is not available in this build"),
+    })
+}
+
+async fn open_storage(cfg: &AppConfig) -> anyhow::Result<Arc<dyn Storage>> {
+    Ok(match cfg.storage.provider.as_str() {
+        #[cfg(feature = "fs")]
+        "fs" => {
+            let section = with_default(&cfg.storage, "root", Value::String("artifacts".into()));
+            let mut fc: orch_fs::FsConfig = section.parse("storage")?;
+            fc.root = under_data_dir(cfg, &fc.root);
+            Arc::new(orch_fs::FsStorage::new(fc)?)
+        }
+        #[cfg(feature = "s3")]
+        "s3" => Arc::new(orch_s3::S3Storage::connect(cfg.storage.parse("storage")?).await?),
+        other => bail!("[storage] provider \"{other}\" is not available in this build"),
+    })
 }
 
 fn devnet_config(cfg: &AppConfig, fixed_blocks: Option<u64>) -> anyhow::Result<orch_devnet::DevnetConfig> {
@@ -109,21 +173,12 @@ fn devnet_dir(cfg: &AppConfig) -> PathBuf {
 }
 
 /// Opens every port. `fixed_blocks`: the simulated chain has exactly that many blocks.
-pub(crate) async fn open(cfg: &AppConfig, fixed_blocks: Option<u64>) -> anyhow::Result<Ports> {
+pub(crate) async fn open(cfg: &AppConfig, fixed_blocks: Option<u64>, mode: StoreMode) -> anyhow::Result<Ports> {
     check_providers(cfg)?;
     prepare_data_dir(cfg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(cfg, false).await?;
-    let storage: Arc<dyn Storage> = match cfg.storage.provider.as_str() {
-        #[cfg(feature = "fs")]
-        "fs" => {
-            let section = with_default(&cfg.storage, "root", Value::String("artifacts".into()));
-            let mut fc: orch_fs::FsConfig = section.parse("storage")?;
-            fc.root = under_data_dir(cfg, &fc.root);
-            Arc::new(orch_fs::FsStorage::new(fc)?)
-        }
-        other => bail!("[storage] provider \"{other}\" is not available in this build"),
-    };
+    let store = open_store(cfg, mode).await?;
+    let storage = open_storage(cfg).await?;
     let uses_devnet = cfg.sections().iter().any(|(_, s)| s.provider == "devnet");
     if !uses_devnet {
         bail!("only the devnet chain, prover, DA and settlement providers exist in this build");

@@ -55,8 +55,10 @@ use crate::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, Timestam
 ///    including version, epoch and lease, and its history in order — atomically per record, so
 ///    a store can be restored from a dump or moved to another backend. A record whose id is
 ///    already stored with the same key changes nothing and reports `false` (an import can be
-///    repeated); a record whose id or key is held by a different job is `AlreadyExists` for
-///    the whole call, with the records before it imported. `true` means it was written.
+///    repeated); a record whose id or key is held by a different job fails the call with
+///    `AlreadyExists` (records before it may or may not have been imported; re-running the
+///    import is safe). `true` means it was written. A record with more history entries than
+///    its version allows is `InvalidInput`.
 #[async_trait]
 pub trait Database: Debug + Send + Sync + 'static {
     /// Backend name for errors and metrics (`sqlite`, `postgres`, …).
@@ -110,10 +112,7 @@ pub trait Database: Debug + Send + Sync + 'static {
     async fn try_lead(&self, name: &str, owner: &WorkerId, now: Timestamp, until: Timestamp) -> Result<bool>;
 
     /// Stores exported records verbatim, per contract rule 9.
-    async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>> {
-        let _ = records;
-        Err(Error::unsupported("import_jobs", self.backend()))
-    }
+    async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>>;
 }
 
 /// Conveniences over [`Database`], for every implementor.

@@ -75,8 +75,3 @@ mod settlement {
         st::da_publication_is_idempotent_and_included(Arc::new(SimDa::default()), sample).await;
     }
 }
-
-#[tokio::test]
-async fn import_restores_records_verbatim() {
-    orch_testkit::suite::database::import_restores_records_verbatim(shared_db()).await;
-}

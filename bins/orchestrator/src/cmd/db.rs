@@ -108,13 +108,13 @@ pub(crate) async fn db(ctx: &Ctx, cmd: DbCmd) -> anyhow::Result<()> {
     let chain = cfg.chain_id()?;
     match cmd {
         DbCmd::Export(a) => {
-            let db = providers::open_store(&cfg, true).await?.db;
+            let db = providers::open_store(&cfg, providers::StoreMode::Existing).await?.db;
             let s = export(&*db, &chain, &a.out).await?;
             report(&s, a.json, "exported")
         }
         DbCmd::Import(a) => {
             let checked = check_dump(&a.input, &chain)?;
-            let db = providers::open_store(&cfg, false).await?.db;
+            let db = providers::open_store(&cfg, providers::StoreMode::Setup).await?.db;
             db.migrate().await?;
             let s = import(&*db, &chain, &a.input, checked).await?;
             report(&s, a.json, "imported")

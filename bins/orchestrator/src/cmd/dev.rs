@@ -67,7 +67,7 @@ pub(crate) fn dev_engine_defaults() -> EngineConfig {
 
 pub(crate) async fn dev(ctx: &Ctx, args: DevArgs) -> anyhow::Result<()> {
     let cfg = ctx.load(dev_engine_defaults())?;
-    let ports = providers::open(&cfg, args.blocks).await?;
+    let ports = providers::open(&cfg, args.blocks, providers::StoreMode::Setup).await?;
     ports.db.migrate().await?;
     let chain = cfg.chain_id()?;
     let start_settled = ports.settlement.last_settled().await?.map(|s| s.block);

@@ -73,7 +73,7 @@ impl Ctx {
 
 pub(crate) async fn setup(ctx: &Ctx) -> anyhow::Result<()> {
     let cfg = ctx.load(EngineConfig::default())?;
-    let ports = providers::open(&cfg, None).await?;
+    let ports = providers::open(&cfg, None, providers::StoreMode::Setup).await?;
     ports.db.migrate().await?;
     if let Some(q) = &ports.queue {
         q.setup().await?;
@@ -111,6 +111,30 @@ fn check_sections(cfg: &AppConfig) -> anyhow::Result<()> {
     #[cfg(feature = "fs")]
     if cfg.storage.provider == "fs" {
         cfg.storage.parse::<orch_fs::FsConfig>("storage")?;
+    }
+    #[cfg(feature = "postgres")]
+    if cfg.database.provider == "postgres" {
+        cfg.database.parse::<orch_postgres::PostgresConfig>("database")?;
+    }
+    #[cfg(feature = "mongo")]
+    if cfg.database.provider == "mongo" {
+        cfg.database.parse::<orch_mongo::MongoConfig>("database")?;
+    }
+    #[cfg(feature = "redis")]
+    if cfg.queue.provider == "redis" {
+        cfg.queue.parse::<orch_redis::RedisConfig>("queue")?;
+    }
+    #[cfg(feature = "rabbit")]
+    if cfg.queue.provider == "rabbit" {
+        cfg.queue.parse::<orch_rabbit::RabbitConfig>("queue")?;
+    }
+    #[cfg(feature = "sqs")]
+    if cfg.queue.provider == "sqs" {
+        cfg.queue.parse::<orch_sqs::SqsConfig>("queue")?;
+    }
+    #[cfg(feature = "s3")]
+    if cfg.storage.provider == "s3" {
+        cfg.storage.parse::<orch_s3::S3Config>("storage")?;
     }
     #[cfg(feature = "devnet")]
     {
@@ -154,7 +178,7 @@ pub(crate) struct BlocksStatus {
 pub(crate) async fn blocks_status(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
     let cfg = ctx.load(EngineConfig::default())?;
     let chain = cfg.chain_id()?;
-    let store = providers::open_store(&cfg, true).await?;
+    let store = providers::open_store(&cfg, providers::StoreMode::Existing).await?;
     let db = store.db;
     let mut jobs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for c in db.count_jobs(&chain).await? {

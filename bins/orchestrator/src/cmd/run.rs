@@ -37,8 +37,7 @@ pub(crate) async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
             return Err(user("--mode api needs the HTTP API (orch-api), which this build does not include yet"))
         }
     };
-    let ports = providers::open(&cfg, None).await?;
-    ports.db.migrate().await?;
+    let ports = providers::open(&cfg, None, providers::StoreMode::Run).await?;
     let mut builder = Engine::builder(cfg.chain_id()?, ports.db.clone(), ports.clock.clone())
         .config(cfg.engine.clone())
         .roles(roles)

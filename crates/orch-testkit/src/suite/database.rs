@@ -574,6 +574,7 @@ macro_rules! database_suite {
             chains_are_isolated,
             worker_registry_upserts_and_lists_recent,
             leader_lease_is_exclusive_until_expiry,
+            import_restores_records_verbatim,
             migrate_is_idempotent
         );
     };

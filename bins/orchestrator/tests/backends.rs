@@ -1,0 +1,409 @@
+//! The binary on the production backends, against live services: every example config under
+//! `examples/configs/` passes `config check` and runs `setup` + `run` to 200 settled devnet
+//! blocks; and a store moves mid-run from SQLite to PostgreSQL to MongoDB through `db
+//! export`/`db import` and finishes there with every block settled once.
+//!
+//! Service URLs come from `ORCH_TEST_*` (scripts/services.sh exports them). Without them a
+//! case prints why and skips — unless `ORCH_REQUIRE_SERVICES` is set (CI sets it), where a
+//! missing service fails the test instead.
+
+// These tests drive child processes synchronously; there is no async runtime to block.
+#![allow(clippy::disallowed_methods, dead_code, unused_imports)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use orch_devnet::DevSettlement;
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ORCH_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/configs")
+}
+
+/// A short random suffix for names no other run uses.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", nanos & 0xffff_ffff, std::process::id())
+}
+
+/// The service URL in `var`, or `None` (after saying why) when the case must skip.
+fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("ORCH_REQUIRE_SERVICES").is_some() => {
+            panic!("{var} is not set but ORCH_REQUIRE_SERVICES is: run scripts/services.sh")
+        }
+        _ => {
+            eprintln!("skipping: {var} is not set (scripts/services.sh sets it)");
+            None
+        }
+    }
+}
+
+/// Environment that points a config's providers at the test services, with fresh names.
+/// `None` when a needed service is missing.
+fn provider_env(config: &str) -> Option<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(examples().join(config)).expect("example config readable");
+    let section = |name: &str| -> String {
+        let v: toml::Value = toml::from_str(&text).expect("example config is TOML");
+        v.get(name).and_then(|s| s.get("provider")).and_then(|p| p.as_str()).unwrap_or("").to_string()
+    };
+    let id = unique();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+    match section("database").as_str() {
+        "postgres" => {
+            set("ORCH_DATABASE__URL", service("ORCH_TEST_POSTGRES_URL")?);
+            set("ORCH_DATABASE__SCHEMA", format!("e2e_{id}"));
+        }
+        "mongo" => {
+            set("ORCH_DATABASE__URL", service("ORCH_TEST_MONGO_URL")?);
+            set("ORCH_DATABASE__DATABASE", format!("e2e_{id}"));
+        }
+        _ => {}
+    }
+    match section("queue").as_str() {
+        "redis" => {
+            set("ORCH_QUEUE__URL", service("ORCH_TEST_REDIS_URL")?);
+            set("ORCH_QUEUE__QUEUE", format!("e2e-{id}"));
+        }
+        "rabbit" => {
+            set("ORCH_QUEUE__URL", service("ORCH_TEST_AMQP_URL")?);
+            set("ORCH_QUEUE__QUEUE", format!("e2e-{id}"));
+        }
+        "sqs" => {
+            set("ORCH_QUEUE__ENDPOINT", service("ORCH_TEST_AWS_ENDPOINT")?);
+            set("ORCH_QUEUE__QUEUE", format!("e2e-{id}"));
+            set("ORCH_QUEUE__ACCESS_KEY_ID", "test".into());
+            set("ORCH_QUEUE__SECRET_ACCESS_KEY", "test".into());
+        }
+        _ => {}
+    }
+    if section("storage") == "s3" {
+        set("ORCH_STORAGE__ENDPOINT", service("ORCH_TEST_AWS_ENDPOINT")?);
+        set("ORCH_STORAGE__BUCKET", format!("e2e-{id}"));
+        set("ORCH_STORAGE__ACCESS_KEY_ID", "test".into());
+        set("ORCH_STORAGE__SECRET_ACCESS_KEY", "test".into());
+    }
+    Some(env)
+}
+
+fn run_with(config: &Path, data: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+    let mut c = bin();
+    c.args(args).arg("--config").arg(config).arg("--data-dir").arg(data);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("runs")
+}
+
+fn ok_json(o: &Output, what: &str) -> Value {
+    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// Blocks applied by the devnet L1 so far: a contiguous prefix 0..k, each once, roots chained.
+fn ledger_prefix(dir: &Path) -> u64 {
+    let view = match DevSettlement::read_ledger(dir.join("devnet")) {
+        Ok(v) => v,
+        Err(orch_core::Error::NotFound { .. }) => return 0,
+        Err(e) => panic!("ledger unreadable: {e}"),
+    };
+    let mut next = 0;
+    for u in &view.applied {
+        assert_eq!(u.range.first(), next, "ledger ranges must be contiguous and applied once: {:?}", view.applied);
+        next = u.range.last() + 1;
+    }
+    for w in view.applied.windows(2) {
+        assert_eq!(w[1].prev_root, w[0].new_root, "roots chain");
+    }
+    next
+}
+
+fn terminate(mut child: Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `config check`, `setup` (twice: idempotent), then `run` until the devnet L1 holds blocks
+/// 0..199, then SIGTERM; every block applied exactly once, in order.
+fn run_example_to_200_blocks(config: &str) {
+    let Some(mut env) = provider_env(config) else { return };
+    env.push(("ORCH_DEVNET__CHAIN__BLOCKS".into(), "200".into()));
+    env.push(("ORCH_DEVNET__CHAIN__BLOCK_TIME".into(), "0s".into()));
+    env.push(("ORCH_ENGINE__POLL_INTERVAL".into(), "20ms".into()));
+    env.push(("ORCH_ENGINE__CREATOR_INTERVAL".into(), "20ms".into()));
+    let cfg = examples().join(config);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+
+    let check = run_with(&cfg, data, &env, &["config", "check", "--json"]);
+    ok_json(&check, "config check");
+    for round in 0..2 {
+        let o = run_with(&cfg, data, &env, &["setup"]);
+        assert!(o.status.success(), "setup #{round} failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    let mut c = bin();
+    c.args(["run", "--config"]).arg(&cfg).arg("--data-dir").arg(data);
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let child = c.spawn().expect("run starts");
+    let start = Instant::now();
+    let mut settled = 0;
+    while start.elapsed() < Duration::from_secs(240) {
+        settled = ledger_prefix(data);
+        if settled >= 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = run_with(&cfg, data, &env, &["blocks", "status", "--json"]);
+    terminate(child);
+    assert_eq!(settled, 200, "{config}: the devnet L1 must hold blocks 0..199 (has 0..{settled})");
+    let s = ok_json(&status, "blocks status");
+    assert_eq!(s["settlement_layer_through"], 199, "{config}: {s}");
+    assert_eq!(ledger_prefix(data), 200, "{config}: nothing applied twice after shutdown");
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn example_postgres_runs_to_200_blocks() {
+    run_example_to_200_blocks("postgres.toml");
+}
+
+#[cfg(feature = "mongo")]
+#[test]
+fn example_mongo_runs_to_200_blocks() {
+    run_example_to_200_blocks("mongo.toml");
+}
+
+#[cfg(all(feature = "postgres", feature = "rabbit"))]
+#[test]
+fn example_postgres_rabbit_fs_runs_to_200_blocks() {
+    run_example_to_200_blocks("postgres-rabbit-fs.toml");
+}
+
+#[cfg(all(feature = "postgres", feature = "redis", feature = "s3"))]
+#[test]
+fn example_postgres_redis_s3_runs_to_200_blocks() {
+    run_example_to_200_blocks("postgres-redis-s3.toml");
+}
+
+#[cfg(all(feature = "mongo", feature = "sqs", feature = "s3"))]
+#[test]
+fn example_mongo_sqs_s3_runs_to_200_blocks() {
+    run_example_to_200_blocks("mongo-sqs-s3.toml");
+}
+
+/// Runs `dev` on `config` (None: the embedded default) and kills it once the L1 holds at
+/// least `until` blocks.
+fn dev_until(config: Option<&Path>, data: &Path, env: &[(String, String)], n: u64, until: u64) {
+    let mut c = bin();
+    c.args(["dev", "--blocks", &n.to_string(), "--data-dir"]).arg(data);
+    if let Some(cfg) = config {
+        c.arg("--config").arg(cfg);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dev starts");
+    let start = Instant::now();
+    while ledger_prefix(data) < until && start.elapsed() < Duration::from_secs(120) {
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill(); // SIGKILL: a crash, not a drain
+    let _ = child.wait();
+}
+
+#[cfg(all(feature = "postgres", feature = "mongo"))]
+#[test]
+fn a_mid_run_store_moves_sqlite_to_postgres_to_mongo_and_finishes_once() {
+    let (Some(pg), Some(mongo)) = (provider_env("postgres.toml"), provider_env("mongo.toml")) else { return };
+    // Small: the MongoDB-wire test server settles a few blocks a second.
+    let n = 400u64;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (pg_cfg, mongo_cfg) = (examples().join("postgres.toml"), examples().join("mongo.toml"));
+
+    // 1. SQLite (the embedded default), killed mid-run.
+    dev_until(None, &data, &[], n, 100);
+    let k1 = ledger_prefix(&data);
+    assert!((100..n).contains(&k1), "stopped mid-run on sqlite (at {k1})");
+    let d1 = dir.path().join("sqlite.dump");
+    let mut c = bin();
+    let e1 = c.args(["db", "export", "--json", "--out"]).arg(&d1).arg("--data-dir").arg(&data).output().unwrap();
+    let e1 = ok_json(&e1, "export from sqlite");
+
+    // 2. Into PostgreSQL, verified; run on, killed mid-run again.
+    let i1 = ok_json(
+        &run_with(&pg_cfg, &data, &pg, &["db", "import", "--json", "--in", d1.to_str().unwrap()]),
+        "import to postgres",
+    );
+    assert_eq!(i1["verified"], true, "{i1}");
+    assert_eq!(i1["jobs"], e1["jobs"], "{i1}");
+    dev_until(Some(&pg_cfg), &data, &pg, n, k1 + 100);
+    let k2 = ledger_prefix(&data);
+    assert!(k2 > k1 && k2 < n, "progress on postgres, stopped mid-run ({k1} → {k2})");
+    let d2 = dir.path().join("postgres.dump");
+    let e2 = ok_json(
+        &run_with(&pg_cfg, &data, &pg, &["db", "export", "--json", "--out", d2.to_str().unwrap()]),
+        "export from postgres",
+    );
+
+    // 3. Into MongoDB, verified; finish there.
+    let i2 = ok_json(
+        &run_with(&mongo_cfg, &data, &mongo, &["db", "import", "--json", "--in", d2.to_str().unwrap()]),
+        "import to mongo",
+    );
+    assert_eq!(i2["verified"], true, "{i2}");
+    assert_eq!(i2["sha256"], e2["sha256"], "{i2}");
+    let done = ok_json(
+        &run_with(&mongo_cfg, &data, &mongo, &["dev", "--json", "--blocks", &n.to_string()]),
+        "finish on mongo",
+    );
+    assert_eq!(done["settled_through"], n - 1, "{done}");
+    assert_eq!(done["jobs_failed"], 0, "{done}");
+    assert_eq!(ledger_prefix(&data), n, "every block settled exactly once across three backends");
+}
+
+/// A private PostgreSQL server (initdb into a temp dir, its own port), so a test can stop and
+/// start it without disturbing the shared one. `None` (after saying why) where the server
+/// binaries or `runuser` are missing.
+struct PrivatePostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn start() -> Option<PrivatePostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max();
+        let Some(bin) = bin else {
+            eprintln!("skipping: no PostgreSQL server binaries under /usr/lib/postgresql");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let owner = Command::new("chown").arg("postgres").arg(dir.path()).status();
+        if !owner.map(|s| s.success()).unwrap_or(false) {
+            eprintln!("skipping: cannot hand a directory to the postgres user (not root?)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pg = PrivatePostgres { bin, dir, port };
+        let init = pg.as_postgres("initdb", &["-D", &pg.data(), "-A", "trust", "-U", "postgres"]);
+        assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
+        pg.up();
+        Some(pg)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) -> Output {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .stdout(Stdio::null())
+            .output()
+            .expect("runuser runs")
+    }
+
+    fn up(&self) {
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        let log = self.dir.path().join("log").display().to_string();
+        let o = self.as_postgres("pg_ctl", &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "start"]);
+        assert!(o.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Stops it the way a crash or a failover does: no shutdown checkpoint, connections cut.
+    fn crash(&self) {
+        let o = self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        assert!(o.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_going_away_mid_run_loses_and_repeats_nothing() {
+    let Some(pg) = PrivatePostgres::start() else { return };
+    let n = 400u64;
+    let env: Vec<(String, String)> = vec![
+        ("ORCH_DATABASE__URL".into(), pg.url()),
+        ("ORCH_DEVNET__CHAIN__BLOCKS".into(), n.to_string()),
+        ("ORCH_DEVNET__CHAIN__BLOCK_TIME".into(), "0s".into()),
+        ("ORCH_ENGINE__POLL_INTERVAL".into(), "20ms".into()),
+        ("ORCH_ENGINE__CREATOR_INTERVAL".into(), "20ms".into()),
+    ];
+    let cfg = examples().join("postgres.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let o = run_with(&cfg, data, &env, &["setup"]);
+    assert!(o.status.success(), "setup: {}", String::from_utf8_lossy(&o.stderr));
+
+    let mut c = bin();
+    c.args(["run", "--config"]).arg(&cfg).arg("--data-dir").arg(data).stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("run starts");
+    let wait_for = |target: u64, secs: u64| {
+        let start = Instant::now();
+        while ledger_prefix(data) < target && start.elapsed() < Duration::from_secs(secs) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ledger_prefix(data)
+    };
+    let before = wait_for(100, 120);
+    assert!((100..n).contains(&before), "must be mid-run when the database goes away (at {before})");
+    pg.crash();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(child.try_wait().unwrap().is_none(), "the orchestrator must wait for the database, not exit");
+    pg.up();
+    let after = wait_for(n, 240);
+    terminate(child);
+    assert_eq!(after, n, "every block settled after the database came back (had {before} before the outage)");
+    assert_eq!(ledger_prefix(data), n);
+}

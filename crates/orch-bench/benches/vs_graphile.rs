@@ -1,0 +1,152 @@
+//! orch vs graphile-worker on PostgreSQL: the full durable lifecycle (enqueue N no-op jobs, run
+//! them all to completion with concurrency 8) on the same server, in the same run. Each side
+//! runs `RUNS` times in a fresh schema; medians and their ratio are printed.
+//!
+//! `cargo bench -p orch-bench --bench vs_graphile` with `ORCH_TEST_POSTGRES_URL` set (and
+//! `ORCH_BENCH_N`, default 20,000). graphile-worker 0.17.3 must be installed with npm in
+//! `ORCH_GRAPHILE_DIR` (default `~/.cache/orch/graphile`; `scripts/bench-peers.sh` does it).
+//!
+//! - **orch**: `Engine` on `orch_postgres::PostgresStore`, 8 workers, no queue, claims of 256.
+//!   Jobs are created in chunks of 1,024 while the engine runs; the span ends when
+//!   `engine.stats().completed == N` (every completion committed).
+//! - **graphile-worker** 0.17.3 (Node): `addJobs` in chunks of 5,000, then a runner with
+//!   `concurrentJobs: 8` and its documented fast settings (`localQueue.size = 500`,
+//!   `completeJobBatchDelay = 0`, `maxPoolSize = 10`); the span ends when its job table is
+//!   empty (it deletes completed jobs). Its process start and schema migration are outside
+//!   the span.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orch_core::clock::SystemClock;
+use orch_core::db::Database;
+use orch_core::engine::{Engine, EngineConfig, Roles};
+use orch_core::secret::Secret;
+use orch_core::types::{ChainId, JobKind, Timestamp};
+use orch_postgres::{PostgresConfig, PostgresStore};
+use orch_testkit::noop::{noop_jobs, NoopHandler};
+
+const CONCURRENCY: usize = 8;
+const RUNS: usize = 3;
+const DEFAULT_N: u64 = 20_000;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}_{:x}", nanos & 0xffff_ffff_ffff)
+}
+
+async fn orch_run(url: &str, n: u64) -> Result<Duration, BoxError> {
+    let schema = unique("orch_bench");
+    let config =
+        PostgresConfig { url: Secret::new(url.to_string()), schema: schema.clone(), ..PostgresConfig::default() };
+    let store = Arc::new(PostgresStore::connect_and_migrate(config).await?);
+    let db: Arc<dyn Database> = store.clone();
+    let chain = ChainId::new("bench")?;
+    let cfg = EngineConfig {
+        workers: CONCURRENCY,
+        claim_batch: 256,
+        max_in_flight: [4096; 5],
+        poll_interval: Duration::from_millis(5),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
+        .config(cfg)
+        .roles(Roles { create: false, work: true })
+        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
+        .build()?;
+    let new_jobs = noop_jobs(&chain, JobKind::SnosRun, n);
+
+    let start = Instant::now();
+    let handle = engine.start();
+    for chunk in new_jobs.chunks(1024) {
+        db.create_jobs(chunk.to_vec(), Timestamp(1)).await?;
+        engine.notify();
+    }
+    while engine.stats().completed < n {
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(format!("orch: only {}/{n} done after 600s", engine.stats().completed).into());
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed = start.elapsed();
+    handle.shutdown().await;
+    drop_schema(url, &schema);
+    Ok(elapsed)
+}
+
+fn drop_schema(url: &str, schema: &str) {
+    let _ = Command::new("psql").arg(url).arg("-qc").arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).output();
+}
+
+fn graphile_run(url: &str, n: u64, dir: &str) -> Result<Duration, BoxError> {
+    let schema = unique("gw_bench");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/graphile/bench.cjs");
+    let out = Command::new("node")
+        .arg(script)
+        .env("GRAPHILE_DIR", dir)
+        .env("DATABASE_URL", url)
+        .env("SCHEMA", &schema)
+        .env("N", n.to_string())
+        .output()?;
+    drop_schema(url, &schema);
+    if !out.status.success() {
+        return Err(format!("graphile-worker bench failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let ms = v["ms"].as_f64().ok_or("graphile-worker bench printed no `ms`")?;
+    Ok(Duration::from_secs_f64(ms / 1000.0))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn main() -> Result<(), BoxError> {
+    let Ok(url) = std::env::var("ORCH_TEST_POSTGRES_URL") else {
+        println!("skipping: set ORCH_TEST_POSTGRES_URL (scripts/services.sh exports it)");
+        return Ok(());
+    };
+    let n: u64 = match std::env::var("ORCH_BENCH_N") {
+        Ok(v) => v.parse()?,
+        Err(_) => DEFAULT_N,
+    };
+    let home = std::env::var("HOME").unwrap_or_default();
+    let dir = std::env::var("ORCH_GRAPHILE_DIR").unwrap_or_else(|_| format!("{home}/.cache/orch/graphile"));
+    let have_graphile = std::path::Path::new(&dir).join("node_modules/graphile-worker").is_dir();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+
+    println!(
+        "orch vs graphile-worker 0.17.3 on PostgreSQL, N={n} no-op jobs, concurrency={CONCURRENCY}, {RUNS} runs each"
+    );
+    println!("span: enqueue all N + run to completion (durably done)");
+    let (mut orch, mut gw) = (Vec::new(), Vec::new());
+    for run in 1..=RUNS {
+        let o = rt.block_on(orch_run(&url, n))?;
+        println!("  run {run}: orch            {:.3}s  {:>8.0} jobs/s", o.as_secs_f64(), rate(n, o));
+        orch.push(o);
+        if have_graphile {
+            let g = graphile_run(&url, n, &dir)?;
+            println!("  run {run}: graphile-worker {:.3}s  {:>8.0} jobs/s", g.as_secs_f64(), rate(n, g));
+            gw.push(g);
+        }
+    }
+    let or = rate(n, median(orch));
+    if gw.is_empty() {
+        println!("N={n}: orch {or:.0} jobs/s; graphile-worker not installed in {dir} (run scripts/bench-peers.sh)");
+    } else {
+        let gr = rate(n, median(gw));
+        println!(
+            "N={n}: orch {or:.0} jobs/s, graphile-worker {gr:.0} jobs/s, ratio {:.2}x (medians of {RUNS})",
+            or / gr
+        );
+    }
+    Ok(())
+}
