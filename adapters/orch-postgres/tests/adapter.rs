@@ -38,7 +38,7 @@ async fn fresh() -> Option<Schema> {
 }
 
 fn chain() -> ChainId {
-    ChainId::new(format!("a{}", &JobId::random().0.simple().to_string()[..12])).unwrap()
+    ChainId::new(format!("a{}", &JobId::random().0.simple().to_string()[20..])).unwrap()
 }
 
 fn new_jobs(c: &ChainId, kind: JobKind, blocks: std::ops::Range<u64>) -> Vec<NewJob> {

@@ -278,13 +278,16 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// One transaction for the whole group, a savepoint per request so that a failing request
-/// undoes only its own changes.
+/// undoes only its own changes. The request that opens the transaction needs none: undoing it
+/// is rolling the transaction back. That saves a group of one (common) the savepoint's cost —
+/// SQLite copies every page a savepoint modifies into its sub-journal first.
 fn run_group(conn: &Connection, group: Vec<Op>, path: &Path) {
     let mut dones: Vec<Box<dyn FnOnce(Option<Error>) + Send>> = Vec::with_capacity(group.len());
     let mut open = false;
     let mut ops = group.into_iter();
     while let Some(op) = ops.next() {
-        if !open {
+        let first = !open;
+        if first {
             if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
                 // Busy past busy_timeout (another process writes) or I/O: every request
                 // queued behind would wait as long again, so fail them all now.
@@ -293,8 +296,7 @@ fn run_group(conn: &Connection, group: Vec<Op>, path: &Path) {
                 break;
             }
             open = true;
-        }
-        if let Err(e) = exec(conn, "SAVEPOINT req") {
+        } else if let Err(e) = exec(conn, "SAVEPOINT req") {
             op.fail(map_err(e, path));
             continue;
         }
@@ -318,10 +320,21 @@ fn run_group(conn: &Connection, group: Vec<Op>, path: &Path) {
             open = false;
             continue;
         }
-        if !keep {
-            let _ = exec(conn, "ROLLBACK TO req");
+        if first {
+            if !keep {
+                // Nothing else is in the transaction yet: drop it; the next request opens
+                // a new one.
+                let _ = exec(conn, "ROLLBACK");
+                open = false;
+                done(None);
+                continue;
+            }
+        } else {
+            if !keep {
+                let _ = exec(conn, "ROLLBACK TO req");
+            }
+            let _ = exec(conn, "RELEASE req");
         }
-        let _ = exec(conn, "RELEASE req");
         dones.push(done);
     }
     if !open {

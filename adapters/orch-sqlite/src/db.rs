@@ -10,8 +10,10 @@ use orch_core::job::{
     ClaimRequest, Created, Job, JobQuery, JobRecord, JobWrite, NewJob, Order, StatusCount, Transition, WorkerInfo,
 };
 use orch_core::state::{claim_counts_attempt, claimed_status};
-use orch_core::types::{BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, JobStatus, Timestamp, Version, WorkerId};
-use rusqlite::{params, Connection, ToSql};
+use orch_core::types::{
+    BlockNumber, ChainId, Epoch, JobId, JobKey, JobKind, JobStatus, Lease, Timestamp, Version, WorkerId,
+};
+use rusqlite::{params, CachedStatement, Connection, Statement, ToSql};
 
 use crate::codec::{
     corrupt, deps_json, int, job_from_row, kind_code, meta_json, transition_from_row, ts, ts_back, HISTORY_COLS,
@@ -20,35 +22,31 @@ use crate::codec::{
 use crate::error::{map_err, BACKEND};
 use crate::SqliteStore;
 
+/// The due jobs of one kind, earliest due first, read through the partial index `jobs_due`.
+/// The row id comes last so that [`job_from_row`] reads the job columns first.
+///
 /// A bound `LIMIT ?` makes SQLite re-plan the statement at every execution (it plans with
 /// the value); `LIMIT CAST(? AS INTEGER)` keeps one plan. Measured: the claim re-prepared on
 /// every call and cost a third more without it.
-///
-/// The claim statement, with the status mapping and the attempt rule generated from
-/// [`claimed_status`] and [`claim_counts_attempt`] so that they cannot drift from the state
-/// machine. `SET` expressions see the row as it was, so `claimed_from = status` keeps the old
-/// status for the history entry.
-fn claim_sql() -> &'static str {
+fn claim_select() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        let quote = |s: JobStatus| format!("'{}'", s.as_str());
-        let cases: String = JobStatus::ALL
-            .into_iter()
-            .filter_map(|s| claimed_status(s).map(|to| format!(" WHEN {} THEN {}", quote(s), quote(to))))
-            .collect();
-        let counting: Vec<String> =
-            JobStatus::ALL.into_iter().filter(|s| claim_counts_attempt(*s)).map(quote).collect();
         format!(
-            "UPDATE jobs SET claimed_from = status, status = CASE status{cases} ELSE status END, \
-             attempts = attempts + (status IN ({counting})), epoch = epoch + 1, version = version + 1, \
-             lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
-             WHERE rowid IN (SELECT rowid FROM jobs WHERE chain = ?4 AND kind = ?5 AND due_at <= ?3 \
-             ORDER BY due_at, first_block LIMIT CAST(?6 AS INTEGER)) \
-             RETURNING {JOB_COLS}, claimed_from",
-            counting = counting.join(", ")
+            "SELECT {JOB_COLS}, rowid FROM jobs WHERE chain = ?1 AND kind = ?2 AND due_at <= ?3 \
+             ORDER BY due_at, first_block LIMIT CAST(?4 AS INTEGER)"
         )
     })
 }
+
+/// Claims one row read by [`claim_select`] in the same transaction; the new status and
+/// attempts come from the state machine ([`claimed_status`], [`claim_counts_attempt`]).
+/// `claimed_from` keeps the status the claim found.
+///
+/// One single-row write per job rather than one `UPDATE … WHERE rowid IN (…) RETURNING`:
+/// SQLite runs a multi-row update under a statement journal and buffers `RETURNING` rows in a
+/// temporary table, which together cost more than the separate writes (measured).
+const CLAIM_ROW: &str = "UPDATE jobs SET claimed_from = status, status = ?1, attempts = attempts + ?2, \
+     epoch = epoch + 1, version = version + 1, lease_owner = ?3, lease_until = ?4, updated_at = ?5 WHERE rowid = ?6";
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, chain, kind, first_block, last_block, status, version, epoch, \
      lease_owner, lease_until, attempts, max_attempts, next_run_at, verify_deadline, deps, meta, last_error, \
@@ -60,6 +58,12 @@ const UPDATE_JOB: &str = "UPDATE jobs SET status = ?1, version = version + 1, le
      last_error = ?10, created_at = ?11, updated_at = ?12 \
      WHERE id = ?13 AND version = ?14 AND epoch = ?15 AND chain = ?16 AND kind = ?17 AND first_block = ?18 \
      AND last_block = ?19";
+
+/// The jobs a wake target matches (contract rule 5), and the write that wakes one of them;
+/// both run in the writer's transaction.
+const WAKE_FIND: &str = "SELECT id, epoch, last_block, rowid FROM jobs WHERE chain = ?2 AND kind = ?3 \
+     AND status = 'created' AND first_block = ?4 AND next_run_at > ?1";
+const WAKE_SET: &str = "UPDATE jobs SET next_run_at = ?1 WHERE rowid = ?2";
 
 const INSERT_HISTORY: &str =
     "INSERT INTO job_history (job_id, version, at, from_status, to_status, reason, attempt, actor, \
@@ -100,25 +104,23 @@ fn get_by_key(conn: &Connection, key: &JobKey, path: &Path) -> Result<Option<Job
     }
 }
 
-/// Appends `t` to the history of job `id`, as written by the write that gave it `version`.
-fn insert_history(conn: &Connection, id: &str, version: Version, t: &Transition, path: &Path) -> Result<()> {
+/// Appends `t` to the history of job `id`, as written by the write that gave it `version`;
+/// `stmt` is [`INSERT_HISTORY`], prepared once per request.
+fn insert_history(stmt: &mut Statement<'_>, id: &str, version: Version, t: &Transition, path: &Path) -> Result<()> {
     let epoch = int(t.epoch.0, "epoch")?;
-    conn.prepare_cached(INSERT_HISTORY)
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                int(version.0, "version").unwrap_or(i64::MAX),
-                ts(t.at),
-                t.from.as_str(),
-                t.to.as_str(),
-                t.reason,
-                i64::from(t.attempt),
-                t.actor.as_ref().map(|a| a.0.as_str()),
-                epoch,
-            ])
-        })
-        .map(|_| ())
-        .map_err(|e| map_err(e, path))
+    stmt.execute(params![
+        id,
+        int(version.0, "version").unwrap_or(i64::MAX),
+        ts(t.at),
+        t.from.as_str(),
+        t.to.as_str(),
+        t.reason,
+        i64::from(t.attempt),
+        t.actor.as_ref().map(|a| a.0.as_str()),
+        epoch,
+    ])
+    .map(|_| ())
+    .map_err(|e| map_err(e, path))
 }
 
 fn create_in(conn: &Connection, jobs: Vec<NewJob>, now: Timestamp, path: &Path) -> Result<Vec<Created>> {
@@ -222,47 +224,62 @@ fn import_one(conn: &Connection, r: &JobRecord, path: &Path) -> Result<bool> {
         )));
     }
     let first = job.version.0 + 1 - r.history.len() as u64;
+    let mut hist = conn.prepare_cached(INSERT_HISTORY).map_err(m)?;
     for (i, t) in r.history.iter().enumerate() {
-        insert_history(conn, &id, Version(first + i as u64), t, path)?;
+        insert_history(&mut hist, &id, Version(first + i as u64), t, path)?;
     }
     Ok(true)
 }
 
-fn update_one(conn: &Connection, w: JobWrite, path: &Path) -> Result<Job> {
-    let mut job = w.job;
+/// The statements of [`update_one`], prepared once per request.
+struct UpdateStmts<'c> {
+    update: CachedStatement<'c>,
+    history: CachedStatement<'c>,
+}
+
+impl<'c> UpdateStmts<'c> {
+    fn prepare(conn: &'c Connection, path: &Path) -> Result<Self> {
+        let m = |e| map_err(e, path);
+        Ok(UpdateStmts {
+            update: conn.prepare_cached(UPDATE_JOB).map_err(m)?,
+            history: conn.prepare_cached(INSERT_HISTORY).map_err(m)?,
+        })
+    }
+}
+
+fn update_one(conn: &Connection, st: &mut UpdateStmts<'_>, w: JobWrite, path: &Path) -> Result<Job> {
+    let JobWrite { mut job, transition, now } = w;
     let id = job.id.to_string();
     // Everything that can fail on the input is computed before anything is written.
     let (deps, meta) = (deps_json(&job.deps)?, meta_json(&job.meta)?);
     let (version, epoch) = (int(job.version.0, "version")?, int(job.epoch.0, "epoch")?);
     let (first, last) = (int(job.key.range.first(), "block")?, int(job.key.range.last(), "block")?);
-    if let Some(t) = &w.transition {
+    if let Some(t) = &transition {
         int(t.epoch.0, "transition epoch")?;
     }
-    let n = conn
-        .prepare_cached(UPDATE_JOB)
-        .and_then(|mut s| {
-            s.execute(params![
-                job.status.as_str(),
-                job.lease.as_ref().map(|l| l.owner.0.as_str()),
-                job.lease.as_ref().map(|l| ts(l.until)),
-                i64::from(job.attempts),
-                i64::from(job.max_attempts),
-                ts(job.next_run_at),
-                job.verify_deadline.map(ts),
-                deps,
-                meta,
-                job.last_error,
-                ts(job.created_at),
-                ts(w.now),
-                id,
-                version,
-                epoch,
-                job.key.chain.as_str(),
-                kind_code(job.key.kind),
-                first,
-                last,
-            ])
-        })
+    let n = st
+        .update
+        .execute(params![
+            job.status.as_str(),
+            job.lease.as_ref().map(|l| l.owner.0.as_str()),
+            job.lease.as_ref().map(|l| ts(l.until)),
+            i64::from(job.attempts),
+            i64::from(job.max_attempts),
+            ts(job.next_run_at),
+            job.verify_deadline.map(ts),
+            deps,
+            meta,
+            job.last_error,
+            ts(job.created_at),
+            ts(now),
+            id,
+            version,
+            epoch,
+            job.key.chain.as_str(),
+            kind_code(job.key.kind),
+            first,
+            last,
+        ])
         .map_err(|e| map_err(e, path))?;
     if n == 0 {
         return Err(if job_exists(conn, &id, path)? {
@@ -272,62 +289,61 @@ fn update_one(conn: &Connection, w: JobWrite, path: &Path) -> Result<Job> {
         });
     }
     job.version = Version(job.version.0 + 1);
-    if let Some(t) = &w.transition {
-        insert_history(conn, &id, job.version, t, path)?;
+    if let Some(t) = &transition {
+        insert_history(&mut st.history, &id, job.version, t, path)?;
     }
-    job.updated_at = w.now;
+    job.updated_at = now;
     Ok(job)
 }
 
 fn claim_in(conn: &Connection, req: &ClaimRequest, path: &Path) -> Result<Vec<Job>> {
     let m = |e| map_err(e, path);
     let mut out = Vec::new();
-    let mut stmt = conn.prepare_cached(claim_sql()).map_err(m)?;
+    let mut select = conn.prepare_cached(claim_select()).map_err(m)?;
+    let mut claim = conn.prepare_cached(CLAIM_ROW).map_err(m)?;
+    let mut hist = conn.prepare_cached(INSERT_HISTORY).map_err(m)?;
+    let (now, until) = (ts(req.now), ts(req.lease_until));
+    let mut due = Vec::new();
     for (kind, n) in &req.wants {
         if *n == 0 {
             continue;
         }
-        let mut rows = stmt
-            .query(params![
-                req.owner.0,
-                ts(req.lease_until),
-                ts(req.now),
-                req.chain.as_str(),
-                kind_code(*kind),
-                i64::from(*n),
-            ])
-            .map_err(m)?;
-        let start = out.len();
-        let mut changed = Vec::new();
+        due.clear();
+        let mut rows = select.query(params![req.chain.as_str(), kind_code(*kind), now, i64::from(*n)]).map_err(m)?;
         while let Some(row) = rows.next().map_err(m)? {
-            let job = job_from_row(row, path)?;
-            let from: Option<String> = row.get(JOB_NCOLS).map_err(m)?;
-            let from = from
-                .as_deref()
-                .map(JobStatus::parse)
-                .transpose()
-                .map_err(|_| corrupt(path, "claimed_from"))?
-                .unwrap_or(job.status);
-            if from != job.status {
-                changed.push((out.len(), from));
+            let rowid: i64 = row.get(JOB_NCOLS).map_err(m)?;
+            due.push((rowid, job_from_row(row, path)?));
+        }
+        drop(rows);
+        let start = out.len();
+        for (rowid, mut job) in due.drain(..) {
+            let from = job.status;
+            // Only claimable statuses are due; anything else keeps its status, as a claim of
+            // it would under the state machine's "no transition".
+            let to = claimed_status(from).unwrap_or(from);
+            let counted = u32::from(claim_counts_attempt(from));
+            claim.execute(params![to.as_str(), counted, req.owner.0, until, now, rowid]).map_err(m)?;
+            job.status = to;
+            job.attempts += counted;
+            job.epoch = Epoch(job.epoch.0 + 1);
+            job.version = Version(job.version.0 + 1);
+            job.lease = Some(Lease { owner: req.owner.clone(), until: ts_back(until, path)? });
+            job.updated_at = ts_back(now, path)?;
+            if from != to {
+                let t = Transition {
+                    at: req.now,
+                    from,
+                    to,
+                    reason: "claimed".into(),
+                    attempt: job.attempts,
+                    actor: Some(req.owner.clone()),
+                    epoch: job.epoch,
+                };
+                insert_history(&mut hist, &job.id.to_string(), job.version, &t, path)?;
             }
             out.push(job);
         }
-        drop(rows);
-        for (i, from) in changed {
-            let job = &out[i];
-            let t = Transition {
-                at: req.now,
-                from,
-                to: job.status,
-                reason: "claimed".into(),
-                attempt: job.attempts,
-                actor: Some(req.owner.clone()),
-                epoch: job.epoch,
-            };
-            insert_history(conn, &job.id.to_string(), job.version, &t, path)?;
-        }
-        // RETURNING comes in storage order; hand jobs out in the order they were due.
+        // Hand jobs out in the order they were due.
         out[start..].sort_by_key(|j| (j.next_run_at, j.key.range.first(), j.key.range.last()));
     }
     Ok(out)
@@ -432,8 +448,9 @@ impl Database for SqliteStore {
         self.conns
             .write(move |conn, sh| {
                 let mut out = Vec::with_capacity(writes.len());
+                let mut st = UpdateStmts::prepare(conn, &sh.path)?;
                 for w in writes {
-                    match update_one(conn, w, &sh.path) {
+                    match update_one(conn, &mut st, w, &sh.path) {
                         Ok(j) => out.push(Ok(j)),
                         // Per-item outcomes, decided before the item wrote anything.
                         Err(
@@ -471,27 +488,33 @@ impl Database for SqliteStore {
             .write(move |conn, sh| {
                 let path = &sh.path;
                 let m = |e| map_err(e, path);
-                let mut stmt = conn
-                    .prepare_cached(
-                        "UPDATE jobs SET next_run_at = ?1 WHERE chain = ?2 AND kind = ?3 AND status = 'created' \
-                         AND first_block = ?4 AND next_run_at > ?1 RETURNING id, epoch, last_block",
-                    )
-                    .map_err(m)?;
+                // Look first, write only what matches: most targets match nothing (the
+                // dependent is not created yet, or is already running), and a read costs a
+                // fraction of an `UPDATE … RETURNING`, which sets up a temporary table even
+                // when it returns no row.
+                let mut find = conn.prepare_cached(WAKE_FIND).map_err(m)?;
+                let mut set = conn.prepare_cached(WAKE_SET).map_err(m)?;
                 let mut woken = Vec::new();
+                let mut these = Vec::new();
                 for (kind, first) in targets {
-                    let mut rows = stmt
+                    these.clear();
+                    let mut rows = find
                         .query(params![ts(now), chain.as_str(), kind_code(kind), int(first, "block")?])
                         .map_err(m)?;
-                    let mut these = Vec::new();
                     while let Some(row) = rows.next().map_err(m)? {
                         let id: String = row.get(0).map_err(m)?;
                         let id = JobId::parse(&id).map_err(|_| corrupt(path, format!("job id {id:?}")))?;
                         let epoch: i64 = row.get(1).map_err(m)?;
                         let last: i64 = row.get(2).map_err(m)?;
-                        these.push((last, id, Epoch(epoch.max(0) as u64)));
+                        let rowid: i64 = row.get(3).map_err(m)?;
+                        these.push((last, id, Epoch(epoch.max(0) as u64), rowid));
+                    }
+                    drop(rows);
+                    for (_, _, _, rowid) in &these {
+                        set.execute(params![ts(now), rowid]).map_err(m)?;
                     }
                     these.sort();
-                    woken.extend(these.into_iter().map(|(_, id, e)| (id, e)));
+                    woken.extend(these.iter().map(|(_, id, e, _)| (*id, *e)));
                 }
                 Ok(woken)
             })
@@ -668,12 +691,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn claim_sql_maps_statuses_as_the_state_machine_does() {
-        let sql = claim_sql();
-        assert!(sql.contains("WHEN 'created' THEN 'processing'"), "{sql}");
-        assert!(sql.contains("WHEN 'pending_verification' THEN 'pending_verification'"), "{sql}");
-        assert!(!sql.contains("WHEN 'completed'"), "{sql}");
-        assert!(sql.contains("status IN ('processing')"), "{sql}");
+    fn claim_reads_due_jobs_in_due_order() {
+        let sql = claim_select();
+        assert!(sql.contains("due_at <= ?3") && sql.contains("ORDER BY due_at, first_block"), "{sql}");
+        assert!(sql.contains(&format!("{JOB_COLS}, rowid")), "{sql}");
     }
 }
 
@@ -701,17 +722,13 @@ mod plans {
         st.kinds = vec![JobKind::StateTransition];
         st.statuses = JobStatus::ALL.into_iter().filter(|s| *s != JobStatus::Completed).collect();
         let cases = [
-            ("claim", claim_sql().to_string(), 6),
+            ("claim", claim_select().to_string(), 4),
+            ("claim row", CLAIM_ROW.to_string(), 6),
             ("by key", select_by_key().to_string(), 4),
             ("by id", select_by_id().to_string(), 1),
             ("update", UPDATE_JOB.to_string(), 19),
-            (
-                "wake",
-                "UPDATE jobs SET next_run_at = ?1 WHERE chain = ?2 AND kind = ?3 AND status = 'created' \
-                 AND first_block = ?4 AND next_run_at > ?1"
-                    .to_string(),
-                4,
-            ),
+            ("wake", WAKE_FIND.to_string(), 4),
+            ("wake row", WAKE_SET.to_string(), 2),
             ("count", "SELECT kind, status, COUNT(*) FROM jobs WHERE chain = ?1 GROUP BY kind, status".into(), 1),
             ("history", format!("SELECT {HISTORY_COLS} FROM job_history WHERE job_id = ?1 ORDER BY version"), 1),
         ];
@@ -719,6 +736,9 @@ mod plans {
             let p = plan(&conn, &sql, n);
             assert!(!p.contains("SCAN jobs") || p.contains("INDEX"), "{name}: {p}");
             assert!(!p.contains("SCAN job_history"), "{name}: {p}");
+            if name == "claim" {
+                assert!(p.contains("jobs_due"), "{name}: {p}");
+            }
             println!("{name}: {p}");
         }
         // Listings: the engine's "last SnosRun" and "lowest unsettled" queries.

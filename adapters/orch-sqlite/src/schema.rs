@@ -11,14 +11,17 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::map_err;
 
 /// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `PRAGMA application_id` of an orch database ("orch"), so another program's SQLite file is
 /// recognised before orch adds tables to it.
 const APPLICATION_ID: i64 = 0x6F72_6368;
 
-/// `(version, SQL)`, applied in order to files below that version.
-const MIGRATIONS: &[(u32, &str)] = &[(1, V1)];
+/// A migration step, run inside the migrating transaction.
+type Step = fn(&Connection) -> rusqlite::Result<()>;
+
+/// `(version, step)`, applied in order to files below that version.
+const MIGRATIONS: &[(u32, Step)] = &[(1, |c| c.execute_batch(V1)), (2, v2)];
 
 /// Version 1.
 ///
@@ -30,8 +33,8 @@ const MIGRATIONS: &[(u32, &str)] = &[(1, V1)];
 /// * `job_history` is keyed by `(job_id, version)`: every entry is written by the write that
 ///   gave the job that version, so the key is unique and in order, and one B-tree serves both
 ///   storage and lookup.
-/// * `claimed_from` is the status the last claim found; a claim's `RETURNING` reads it to
-///   record the transition without a second query.
+/// * `claimed_from` is the status the last claim found (claims of this version read it back
+///   through `RETURNING`; claims now read the row before writing it, and still set it).
 /// * Timestamps are milliseconds since the Unix epoch; `Timestamp::NEVER` is stored as
 ///   `i64::MAX`.
 const V1: &str = r#"
@@ -106,6 +109,43 @@ CREATE INDEX messages_visible ON messages (queue, visible_at);
 CREATE INDEX messages_receipt ON messages (receipt) WHERE receipt IS NOT NULL;
 "#;
 
+/// The claimable-status test of `due_at` as version 1 wrote it.
+const V1_DUE_TEST: &str = "status IN ('created', 'processing', 'pending_verification', 'pending_retry')";
+
+/// The same test as version 2 writes it.
+const V2_DUE_TEST: &str =
+    "status = 'created' OR status = 'processing' OR status = 'pending_verification' OR status = 'pending_retry'";
+
+/// Version 2: `due_at` tests the status with `=`s instead of `IN (…)`.
+///
+/// Same values, so the same rows and `jobs_due` entries; only the code SQLite generates
+/// changes. SQLite evaluates the generated column on every write of a job (for the partial
+/// index), and it codes an `IN` with more than two constants there as a temporary B-tree built
+/// afresh at each evaluation — three per job update, measured as about a third of the writer
+/// thread's work. SQLite cannot alter a generated column, and the expression is not stored in
+/// the rows, so this is the in-place schema edit SQLite documents for changes that leave the
+/// file's content as it is: rewrite the table's SQL in `sqlite_schema`, bump
+/// `schema_version` so that every connection re-reads it, and reload it here.
+fn v2(conn: &Connection) -> rusqlite::Result<()> {
+    let cookie: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA writable_schema = ON")?;
+    let edited = conn.execute(
+        "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) \
+         WHERE type = 'table' AND name = 'jobs' AND instr(sql, ?1) > 0",
+        [V1_DUE_TEST, V2_DUE_TEST],
+    );
+    if !matches!(edited, Ok(1)) {
+        let _ = conn.execute_batch("PRAGMA writable_schema = RESET");
+        // Not the table version 1 created: leave it alone (the transaction rolls back).
+        edited?;
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("table jobs is not as schema version 1 created it; was the file changed by another program?".into()),
+        ));
+    }
+    conn.execute_batch(&format!("PRAGMA schema_version = {}; PRAGMA writable_schema = RESET", cookie + 1))
+}
+
 /// The file's schema version (0 for a file orch never migrated).
 pub(crate) fn current_version(conn: &Connection, path: &Path) -> Result<u32> {
     let has_table: bool = conn
@@ -168,8 +208,8 @@ pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {
          )",
     )
     .map_err(|e| map_err(e, path))?;
-    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
-        conn.execute_batch(sql).map_err(|e| map_err(e, path))?;
+    for (v, step) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+        step(conn).map_err(|e| map_err(e, path))?;
         conn.execute(
             "INSERT INTO schema_version (id, version) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET version = excluded.version",
@@ -193,6 +233,96 @@ mod tests {
         let listed: Vec<&str> = JobStatus::ALL.into_iter().filter(|s| s.is_claimable()).map(|s| s.as_str()).collect();
         let clause = format!("status IN ({})", listed.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", "));
         assert!(V1.contains(&clause), "due_at must use {clause}");
+        assert_eq!(clause, V1_DUE_TEST);
+        let v2 = listed.iter().map(|s| format!("status = '{s}'")).collect::<Vec<_>>().join(" OR ");
+        assert_eq!(v2, V2_DUE_TEST);
+    }
+
+    /// A version 1 file with jobs in every status: version 2 keeps every row and index entry
+    /// (`integrity_check` recomputes `due_at` for each `jobs_due` entry) and drops the `IN`.
+    #[test]
+    fn v2_rewrites_due_at_in_place_and_keeps_the_index_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON; BEGIN").unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+             INSERT INTO schema_version (id, version) VALUES (1, 1);",
+        )
+        .unwrap();
+        for (i, s) in JobStatus::ALL.into_iter().cycle().take(64).enumerate() {
+            let leased = i % 3 == 0;
+            conn.execute(
+                "INSERT INTO jobs (id, chain, kind, first_block, last_block, status, version, epoch, lease_owner, \
+                 lease_until, attempts, max_attempts, next_run_at, deps, meta, created_at, updated_at) \
+                 VALUES (?1, 'c', ?2, ?3, ?3, ?4, 1, 0, ?5, ?6, 0, 3, ?7, '[]', '{}', 1, 1)",
+                rusqlite::params![
+                    format!("job-{i}"),
+                    (i % 5) as i64,
+                    i as i64,
+                    s.as_str(),
+                    leased.then_some("w"),
+                    leased.then_some(i as i64 * 7),
+                    i as i64 * 3
+                ],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        let due = |c: &Connection| -> Vec<(String, Option<i64>)> {
+            let mut st = c.prepare("SELECT id, due_at FROM jobs ORDER BY id").unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
+        };
+        let before = due(&conn);
+        assert_eq!(current_version(&conn, &path).unwrap(), 1);
+
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        migrate(&conn, &path).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+
+        for c in [&conn, &Connection::open(&path).unwrap()] {
+            assert_eq!(current_version(c, &path).unwrap(), SCHEMA_VERSION);
+            let sql: String =
+                c.query_row("SELECT sql FROM sqlite_schema WHERE name = 'jobs'", [], |r| r.get(0)).unwrap();
+            assert!(sql.contains(V2_DUE_TEST) && !sql.contains(V1_DUE_TEST), "{sql}");
+            let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+            assert_eq!(check, "ok");
+            assert_eq!(due(c), before);
+        }
+        for c in [&conn, &Connection::open(&path).unwrap()] {
+            // Writes through the migrated schema keep the partial index right.
+            c.execute("UPDATE jobs SET status = 'completed', lease_owner = NULL, lease_until = NULL", []).unwrap();
+            c.execute("UPDATE jobs SET status = 'created', next_run_at = 5", []).unwrap();
+            let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+            assert_eq!(check, "ok");
+            let n: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM jobs INDEXED BY jobs_due WHERE chain = 'c' AND kind = 0 AND due_at <= 5",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 13);
+        }
+    }
+
+    #[test]
+    fn v2_refuses_a_jobs_table_it_does_not_recognise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+             INSERT INTO schema_version (id, version) VALUES (1, 1);
+             CREATE TABLE jobs (id TEXT PRIMARY KEY);",
+        )
+        .unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(migrate(&conn, &path).is_err());
+        conn.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(current_version(&conn, &path).unwrap(), 1);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! orch vs apalis on SQLite: the full durable lifecycle (enqueue N no-op jobs, run them all to
 //! completion with concurrency 8) on a database file on disk (WAL, `synchronous=NORMAL` for
-//! both), in the same process and run. Each side runs `RUNS` times on a fresh file; the median
-//! is printed with the ratio.
+//! both), in the same process and run. Each side runs three times (`ORCH_BENCH_RUNS`) on a
+//! fresh file; the median is printed with the ratio.
 //!
-//! `cargo bench -p orch-bench` (set `ORCH_BENCH_N` to change N; default 5,000).
+//! `cargo bench -p orch-bench` (set `ORCH_BENCH_N` to change N; default 5,000). For profiling,
+//! `ORCH_BENCH_ONLY=orch` skips apalis and `ORCH_BENCH_RUNS` changes the number of runs; the
+//! printed ratio is only meaningful with both sides.
 //!
 //! - **orch**: `Engine` on `orch_sqlite::SqliteStore`, 8 workers, no queue, `claim_batch` 64.
 //!   Jobs are created in chunks of 1,024 while the engine runs; the span ends when
@@ -30,7 +32,7 @@ use orch_testkit::noop::{noop_jobs, NoopHandler};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 const CONCURRENCY: usize = 8;
-const RUNS: usize = 3;
+const DEFAULT_RUNS: usize = 3;
 const DEFAULT_N: u64 = 5_000;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -166,29 +168,44 @@ fn main() -> Result<(), BoxError> {
         Ok(v) => v.parse()?,
         Err(_) => DEFAULT_N,
     };
+    let runs: usize = match std::env::var("ORCH_BENCH_RUNS") {
+        Ok(v) => v.parse::<usize>()?.max(1),
+        Err(_) => DEFAULT_RUNS,
+    };
+    let only_orch = std::env::var("ORCH_BENCH_ONLY").is_ok_and(|v| v == "orch");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
-    println!("orch vs apalis on SQLite (file on disk, WAL, synchronous=NORMAL), N={n} no-op jobs, concurrency={CONCURRENCY}, {RUNS} runs each");
+    println!("orch vs apalis on SQLite (file on disk, WAL, synchronous=NORMAL), N={n} no-op jobs, concurrency={CONCURRENCY}, {runs} runs each");
     println!("span: enqueue all N + run to completion (durably marked done)");
 
     let mut orch = Vec::new();
     let mut apalis = Vec::new();
-    for run in 1..=RUNS {
+    for run in 1..=runs {
         let dir = tempfile::tempdir()?;
         let o = rt.block_on(orch_run(dir.path(), n))?;
         println!("  run {run}: orch   {:.3}s  {:>9} jobs/s", o.as_secs_f64(), thousands(rate(n, o)));
         orch.push(o);
+        if only_orch {
+            continue;
+        }
         let a = rt.block_on(apalis_run(dir.path(), n))?;
         println!("  run {run}: apalis {:.3}s  {:>9} jobs/s", a.as_secs_f64(), thousands(rate(n, a)));
         apalis.push(a);
     }
 
     println!("orch   runs: {}", fmt_runs(n, &orch));
+    if only_orch {
+        println!(
+            "N={n} concurrency={CONCURRENCY}: orch {} jobs/s (median of {runs}; apalis skipped)",
+            thousands(rate(n, median(orch)))
+        );
+        return Ok(());
+    }
     println!("apalis runs: {}", fmt_runs(n, &apalis));
     let (om, am) = (median(orch), median(apalis));
     let (or, ar) = (rate(n, om), rate(n, am));
     println!(
-        "N={n} concurrency={CONCURRENCY}: orch {} jobs/s, apalis {} jobs/s, ratio {:.1}x (medians of {RUNS})",
+        "N={n} concurrency={CONCURRENCY}: orch {} jobs/s, apalis {} jobs/s, ratio {:.1}x (medians of {runs})",
         thousands(or),
         thousands(ar),
         or / ar

@@ -337,7 +337,7 @@ fn fail(sh: &Shared, mut job: Job, reason: String, retryable: bool, retry_after:
     let left = retryable && job.attempts < job.max_attempts;
     job.last_error = Some(reason.clone());
     let next = if left {
-        let seed = job.id.0.as_u64_pair().0;
+        let seed = job.id.seed();
         let d = sh.cfg.retry.delay(job.attempts, seed).max(retry_after.unwrap_or_default());
         now.plus(d)
     } else {
@@ -355,7 +355,7 @@ fn fail(sh: &Shared, mut job: Job, reason: String, retryable: bool, retry_after:
 fn transient(sh: &Shared, mut job: Job, e: &Error) -> Option<JobWrite> {
     let n = job.meta.extra.get(TRANSIENT).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
     job.meta.extra.insert(TRANSIENT.into(), n.to_string());
-    let seed = job.id.0.as_u64_pair().0;
+    let seed = job.id.seed();
     let delay = sh.cfg.retry.delay(n, seed).max(e.retry_after().unwrap_or_default());
     let reason = e.to_string();
     job.last_error = Some(reason.clone());

@@ -16,7 +16,8 @@ const T0: Timestamp = Timestamp(1_700_000_000_000);
 
 /// A chain id no other case uses.
 pub fn fresh_chain() -> ChainId {
-    ChainId::new(format!("t{}", &JobId::random().0.simple().to_string()[..16])).expect("valid chain id")
+    // The random tail of the id: its head is a timestamp, shared by ids made in the same ms.
+    ChainId::new(format!("t{}", &JobId::random().0.simple().to_string()[16..])).expect("valid chain id")
 }
 
 fn key(chain: &ChainId, kind: JobKind, first: u64) -> JobKey {
