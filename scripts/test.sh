@@ -16,9 +16,8 @@ if [ -x scripts/services.sh ]; then
   source scripts/services.sh
 fi
 
-# The binary with every provider adapter compiled in, so its end-to-end tests run against the
-# live services; and no test may skip for want of a service.
-FEATURES="orchestrator/postgres,orchestrator/mongo"
+# Every provider adapter compiled into the binary (--all-features), so its end-to-end tests
+# run against the live services; and no test may skip for want of a service.
 export ORCH_REQUIRE_SERVICES=1
 
 step "rustfmt"
@@ -26,7 +25,7 @@ cargo fmt --all --check
 
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy --workspace --all-targets --locked --features "$FEATURES" -- -D warnings
+cargo clippy --workspace --all-targets --locked --all-features -- -D warnings
 
 step "orch-core depends on no SDK"
 scripts/check-core-deps.sh
@@ -48,8 +47,8 @@ scripts/fuzz.sh
 
 step "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --profile ci --features "$FEATURES"
+  cargo nextest run --workspace --locked --profile ci --all-features
   cargo test --workspace --doc --locked --quiet
 else
-  cargo test --workspace --locked --features "$FEATURES"
+  cargo test --workspace --locked --all-features
 fi

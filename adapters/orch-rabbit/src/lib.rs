@@ -1,1 +1,8 @@
-//! orch Queue on RabbitMQ (lapin): publisher confirms, manual acks, TTL delay tiers, dead-lettering, reconnect.
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod queue;
+
+pub use config::RabbitConfig;
+pub use queue::RabbitQueue;

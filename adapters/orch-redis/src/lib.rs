@@ -1,1 +1,10 @@
-//! orch Queue on Redis Streams (consumer groups, XAUTOCLAIM, delayed set) and a shared block cache.
+#![doc = include_str!("../README.md")]
+
+mod cache;
+mod config;
+mod error;
+mod queue;
+
+pub use cache::RedisBlockCache;
+pub use config::{RedisCacheConfig, RedisConfig};
+pub use queue::RedisQueue;

@@ -1,1 +1,9 @@
-//! orch Storage on Amazon S3 and S3-compatible stores (aws-sdk-s3): prefixes, content hashes, multipart.
+#![doc = include_str!("../README.md")]
+
+mod client;
+mod config;
+mod error;
+mod storage;
+
+pub use config::S3Config;
+pub use storage::{S3Storage, SHA256_METADATA};

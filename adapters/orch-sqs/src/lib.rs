@@ -1,1 +1,10 @@
-//! orch Queue on Amazon SQS (aws-sdk-sqs): native delay, visibility timeout, redrive to a DLQ.
+#![doc = include_str!("../README.md")]
+
+mod base64;
+mod client;
+mod config;
+mod error;
+mod queue;
+
+pub use config::SqsConfig;
+pub use queue::{SqsQueue, MAX_DELAY, MAX_PAYLOAD_BYTES};

@@ -304,6 +304,11 @@ struct PrivatePostgres {
 
 impl PrivatePostgres {
     fn start() -> Option<PrivatePostgres> {
+        PrivatePostgres::start_with(None)
+    }
+
+    /// With `password`, TCP logins need it (scram-sha-256); without, they are trusted.
+    fn start_with(password: Option<&str>) -> Option<PrivatePostgres> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -321,7 +326,18 @@ impl PrivatePostgres {
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let pg = PrivatePostgres { bin, dir, port };
-        let init = pg.as_postgres("initdb", &["-D", &pg.data(), "-A", "trust", "-U", "postgres"]);
+        let mut args = vec!["-D".to_string(), pg.data(), "-U".into(), "postgres".into(), "--auth-local=trust".into()];
+        if let Some(pw) = password {
+            let file = pg.dir.path().join("pwfile");
+            std::fs::write(&file, pw).unwrap();
+            let _ = Command::new("chown").arg("postgres").arg(&file).status();
+            args.push("--auth-host=scram-sha-256".into());
+            args.push(format!("--pwfile={}", file.display()));
+        } else {
+            args.push("--auth-host=trust".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let init = pg.as_postgres("initdb", &args);
         assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
         pg.up();
         Some(pg)
@@ -406,4 +422,24 @@ fn postgres_going_away_mid_run_loses_and_repeats_nothing() {
     terminate(child);
     assert_eq!(after, n, "every block settled after the database came back (had {before} before the outage)");
     assert_eq!(ledger_prefix(data), n);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_wrong_password_is_one_clear_line_without_the_password() {
+    let Some(pg) = PrivatePostgres::start_with(Some("right-horse-battery")) else { return };
+    let cfg = examples().join("postgres.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://postgres:wrong-staple@127.0.0.1:{}/postgres", pg.port);
+    let o = run_with(&cfg, dir.path(), &[("ORCH_DATABASE__URL".into(), url)], &["setup"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a wrong password must fail: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().filter(|l| !l.trim().is_empty()).count(), 1, "one line: {err}");
+    assert!(err.contains("password") || err.contains("authentication"), "must say what is wrong: {err}");
+    assert!(!err.contains("wrong-staple"), "the password leaked: {err}");
+    // And the right one works.
+    let url = format!("postgres://postgres:right-horse-battery@127.0.0.1:{}/postgres", pg.port);
+    let o = run_with(&cfg, dir.path(), &[("ORCH_DATABASE__URL".into(), url)], &["setup"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

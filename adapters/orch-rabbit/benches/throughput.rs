@@ -1,0 +1,126 @@
+//! Messages per second through `RabbitQueue` (send with confirms → receive → ack of N small
+//! messages in batches of 100) against the same work done with raw lapin (publish with
+//! confirms, `basic_consume`, `basic_ack`) on the same broker, in the same run. Prints both
+//! and the ratio.
+//!
+//! `ORCH_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo bench -p orch-rabbit --bench throughput`
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use orch_core::queue::{OutMessage, Queue};
+use orch_rabbit::{RabbitConfig, RabbitQueue};
+
+const N: usize = 20_000;
+const BATCH: usize = 100;
+
+fn payload(i: usize) -> Vec<u8> {
+    format!("{{\"v\":1,\"job\":\"{i:016x}\",\"kind\":\"snos_run\",\"epoch\":3}}").into_bytes()
+}
+
+fn name(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+async fn adapter(url: &str) -> Duration {
+    let mut c = RabbitConfig::new(url, name("bench"));
+    c.prefetch = BATCH as u16;
+    let q = RabbitQueue::connect(c).await.expect("connect");
+    q.setup().await.expect("setup");
+    let start = Instant::now();
+    for b in 0..N / BATCH {
+        q.send((0..BATCH).map(|i| OutMessage { payload: payload(b * BATCH + i), delay: Duration::ZERO }).collect())
+            .await
+            .expect("send");
+        let mut got = 0;
+        while got < BATCH {
+            let d = q.receive(BATCH - got, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
+            got += d.len();
+            q.ack(&d.into_iter().map(|d| d.receipt).collect::<Vec<_>>()).await.expect("ack");
+        }
+    }
+    let t = start.elapsed();
+    q.teardown().await.expect("teardown");
+    t
+}
+
+async fn raw(url: &str) -> Duration {
+    let queue = name("bench-raw");
+    let conn = Connection::connect(url, ConnectionProperties::default()).await.expect("connect");
+    let publish = conn.create_channel().await.expect("channel");
+    publish.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    publish
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let consume = conn.create_channel().await.expect("channel");
+    consume.basic_qos(BATCH as u16, BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = consume
+        .basic_consume(queue.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    let start = Instant::now();
+    for b in 0..N / BATCH {
+        let mut confirms = Vec::with_capacity(BATCH);
+        for i in 0..BATCH {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            let c = publish
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &payload(b * BATCH + i),
+                    props,
+                )
+                .await
+                .expect("publish");
+            confirms.push(c);
+        }
+        for c in confirms {
+            c.await.expect("confirm");
+        }
+        for _ in 0..BATCH {
+            let d = consumer.next().await.expect("consumer open").expect("delivery");
+            consume.basic_ack(d.delivery_tag, BasicAckOptions::default()).await.expect("ack");
+        }
+    }
+    let t = start.elapsed();
+    publish.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.expect("delete");
+    let _ = conn.close(200, "bench done".into()).await;
+    t
+}
+
+fn rate(d: Duration) -> f64 {
+    N as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    let Ok(url) = std::env::var("ORCH_TEST_AMQP_URL") else {
+        println!("skipping: set ORCH_TEST_AMQP_URL (scripts/services.sh does)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let (mut a, mut r) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            a.push(rate(adapter(&url).await));
+            r.push(rate(raw(&url).await));
+        }
+        let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let (a, r) = (best(&a), best(&r));
+        println!("rabbitmq queue throughput, N={N}, batch={BATCH} (publish+confirm -> consume -> ack), best of 3:");
+        println!("  RabbitQueue : {a:>10.0} msg/s");
+        println!("  raw lapin   : {r:>10.0} msg/s");
+        println!("  ratio       : {:.2}x raw", a / r);
+    });
+}

@@ -1,0 +1,111 @@
+//! Messages per second through `RedisQueue` (send → receive → ack of N small messages in
+//! batches of 100) against the same work done with raw `redis` commands (XADD pipeline,
+//! XREADGROUP, XACK) on the same server, in the same run. Prints both and the ratio.
+//!
+//! `ORCH_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench -p orch-redis --bench throughput`
+
+use std::time::{Duration, Instant};
+
+use orch_core::queue::{OutMessage, Queue};
+use orch_redis::{RedisConfig, RedisQueue};
+
+const N: usize = 20_000;
+const BATCH: usize = 100;
+
+fn payload(i: usize) -> Vec<u8> {
+    format!("{{\"v\":1,\"job\":\"{i:016x}\",\"kind\":\"snos_run\",\"epoch\":3}}").into_bytes()
+}
+
+async fn adapter(url: &str) -> Duration {
+    let name = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let q = RedisQueue::connect(RedisConfig::new(url, name)).await.expect("connect");
+    q.setup().await.expect("setup");
+    let start = Instant::now();
+    for b in 0..N / BATCH {
+        q.send((0..BATCH).map(|i| OutMessage { payload: payload(b * BATCH + i), delay: Duration::ZERO }).collect())
+            .await
+            .expect("send");
+        let mut got = 0;
+        while got < BATCH {
+            let d = q.receive(BATCH - got, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
+            got += d.len();
+            q.ack(&d.into_iter().map(|d| d.receipt).collect::<Vec<_>>()).await.expect("ack");
+        }
+    }
+    let t = start.elapsed();
+    assert_eq!(q.len().await.expect("len"), 0);
+    q.teardown().await.expect("teardown");
+    t
+}
+
+async fn raw(url: &str) -> Duration {
+    let stream = format!("bench-raw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let client = redis::Client::open(url).expect("url");
+    let mut c = client.get_multiplexed_async_connection().await.expect("connect");
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut c)
+        .await
+        .expect("group");
+    let start = Instant::now();
+    for b in 0..N / BATCH {
+        let mut p = redis::pipe();
+        for i in 0..BATCH {
+            p.cmd("XADD").arg(&stream).arg("*").arg("p").arg(payload(b * BATCH + i)).arg("a").arg(1).ignore();
+        }
+        let _: () = p.query_async(&mut c).await.expect("xadd");
+        let mut got = 0;
+        while got < BATCH {
+            let r: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
+                .arg(BATCH - got)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(">")
+                .query_async(&mut c)
+                .await
+                .expect("xreadgroup");
+            let ids: Vec<String> = r.keys.into_iter().flat_map(|k| k.ids).map(|e| e.id).collect();
+            got += ids.len();
+            let _: u64 = redis::cmd("XACK").arg(&stream).arg("g").arg(&ids).query_async(&mut c).await.expect("xack");
+        }
+    }
+    let t = start.elapsed();
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut c).await.expect("del");
+    t
+}
+
+fn rate(d: Duration) -> f64 {
+    N as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    let Ok(url) = std::env::var("ORCH_TEST_REDIS_URL") else {
+        println!("skipping: set ORCH_TEST_REDIS_URL (scripts/services.sh does)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        // Warm up both paths (connections, script cache) before measuring.
+        let _ = adapter(&url).await;
+        let _ = raw(&url).await;
+        let (mut a, mut r) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            a.push(rate(adapter(&url).await));
+            r.push(rate(raw(&url).await));
+        }
+        let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let (a, r) = (best(&a), best(&r));
+        println!("redis queue throughput, N={N}, batch={BATCH} (send -> receive -> ack), best of 3:");
+        println!("  RedisQueue : {a:>10.0} msg/s");
+        println!("  raw redis  : {r:>10.0} msg/s  (XADD pipeline / XREADGROUP / XACK)");
+        println!("  ratio      : {:.2}x raw", a / r);
+    });
+}
