@@ -214,6 +214,7 @@ pub(crate) fn redacted_json(cfg: &AppConfig) -> anyhow::Result<Value> {
 pub(crate) struct ProviderInfo {
     pub(crate) section: &'static str,
     pub(crate) name: &'static str,
+    /// Its Cargo feature; empty for providers orch does not ship yet.
     pub(crate) feature: &'static str,
     pub(crate) compiled: bool,
 }
@@ -228,15 +229,15 @@ pub(crate) fn providers() -> Vec<ProviderInfo> {
         p("queue", "none", "", true),
         p("queue", "sqs", "sqs", cfg!(feature = "sqs")),
         p("queue", "rabbit", "rabbit", cfg!(feature = "rabbit")),
-        p("queue", "kafka", "kafka", false),
+        p("queue", "kafka", "", false),
         p("queue", "redis", "redis", cfg!(feature = "redis")),
         p("storage", "fs", "fs", cfg!(feature = "fs")),
         p("storage", "s3", "s3", cfg!(feature = "s3")),
-        p("chain", "starknet", "starknet", false),
-        p("prover", "atlantic", "atlantic", false),
-        p("da", "ethereum", "eth", false),
-        p("settlement", "ethereum", "eth", false),
-        p("settlement", "starknet", "starknet", false),
+        p("chain", "starknet", "", false),
+        p("prover", "atlantic", "", false),
+        p("da", "ethereum", "", false),
+        p("settlement", "ethereum", "", false),
+        p("settlement", "starknet", "", false),
     ];
     for s in ["chain", "os", "prover", "da", "settlement"] {
         v.push(p(s, "devnet", "devnet", cfg!(feature = "devnet")));
@@ -251,6 +252,11 @@ pub(crate) fn check_providers(cfg: &AppConfig) -> anyhow::Result<()> {
         let known: Vec<_> = all.iter().filter(|p| p.section == section).collect();
         match known.iter().find(|p| p.name == s.provider) {
             Some(p) if p.compiled => {}
+            Some(p) if p.feature.is_empty() => bail!(
+                "[{section}] provider \"{}\" is planned but not in this release of orch yet; available here: {}",
+                s.provider,
+                known.iter().filter(|p| p.compiled).map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ")
+            ),
             Some(p) => bail!(
                 "[{section}] provider \"{}\" is not compiled into this binary: rebuild with `cargo build --release --features {}`",
                 s.provider,
