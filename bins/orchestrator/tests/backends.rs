@@ -14,19 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use orch_devnet::DevSettlement;
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-    c.env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ORCH_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+mod common;
+use common::{bin, dev_until, ledger_prefix};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/configs")
@@ -115,24 +106,6 @@ fn ok_json(o: &Output, what: &str) -> Value {
         .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
-/// Blocks applied by the devnet L1 so far: a contiguous prefix 0..k, each once, roots chained.
-fn ledger_prefix(dir: &Path) -> u64 {
-    let view = match DevSettlement::read_ledger(dir.join("devnet")) {
-        Ok(v) => v,
-        Err(orch_core::Error::NotFound { .. }) => return 0,
-        Err(e) => panic!("ledger unreadable: {e}"),
-    };
-    let mut next = 0;
-    for u in &view.applied {
-        assert_eq!(u.range.first(), next, "ledger ranges must be contiguous and applied once: {:?}", view.applied);
-        next = u.range.last() + 1;
-    }
-    for w in view.applied.windows(2) {
-        assert_eq!(w[1].prev_root, w[0].new_root, "roots chain");
-    }
-    next
-}
-
 fn terminate(mut child: Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -217,29 +190,6 @@ fn example_postgres_redis_s3_runs_to_200_blocks() {
 #[test]
 fn example_mongo_sqs_s3_runs_to_200_blocks() {
     run_example_to_200_blocks("mongo-sqs-s3.toml");
-}
-
-/// Runs `dev` on `config` (None: the embedded default) and kills it once the L1 holds at
-/// least `until` blocks.
-fn dev_until(config: Option<&Path>, data: &Path, env: &[(String, String)], n: u64, until: u64) {
-    let mut c = bin();
-    c.args(["dev", "--blocks", &n.to_string(), "--data-dir"]).arg(data);
-    if let Some(cfg) = config {
-        c.arg("--config").arg(cfg);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dev starts");
-    let start = Instant::now();
-    while ledger_prefix(data) < until && start.elapsed() < Duration::from_secs(120) {
-        if child.try_wait().ok().flatten().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let _ = child.kill(); // SIGKILL: a crash, not a drain
-    let _ = child.wait();
 }
 
 #[cfg(all(feature = "postgres", feature = "mongo"))]

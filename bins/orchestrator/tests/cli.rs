@@ -5,50 +5,22 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use orch_devnet::DevSettlement;
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-    c.env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ORCH_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+mod common;
+use common::{bin, dev_until, ledger_prefix, stderr};
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn json(o: &Output) -> Value {
     assert!(o.status.success(), "failed: {}", stderr(o));
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
-}
-
-/// The ranges applied so far cover blocks 0..k-1 contiguously, each exactly once, in order, each
-/// on its predecessor's root; returns k.
-fn ledger_prefix(dir: &Path) -> u64 {
-    let view = DevSettlement::read_ledger(dir.join("devnet")).expect("ledger readable");
-    let mut next = 0;
-    for u in &view.applied {
-        assert_eq!(u.range.first(), next, "ledger ranges must be contiguous: {:?}", view.applied);
-        next = u.range.last() + 1;
-    }
-    for w in view.applied.windows(2) {
-        assert_eq!(w[1].prev_root, w[0].new_root, "roots chain");
-    }
-    next
 }
 
 /// Blocks 0..n-1 are in the devnet ledger exactly once, in order, each on its predecessor's root.
@@ -334,18 +306,7 @@ fn db_export_import_moves_a_mid_run_store_and_the_run_finishes_once() {
     let (da, db) = (a.to_str().unwrap(), b.to_str().unwrap());
     let n = 2000u64;
     // Stop a run part-way, hard, so the store holds leased and half-done jobs.
-    let mut child = bin()
-        .args(["dev", "--blocks", &n.to_string(), "--data-dir", da])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while ledger_prefix_or_zero(&a) < 200 && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    dev_until(None, &a, &[], n, 200);
     let k = ledger_prefix(&a);
     assert!(k < n, "the run must be stopped mid-way (settled {k})");
 
@@ -392,11 +353,4 @@ fn db_export_import_moves_a_mid_run_store_and_the_run_finishes_once() {
     std::fs::write(&truncated, &std::fs::read(&dump).unwrap()[..mid]).unwrap();
     let o = run(&["db", "import", "--in", truncated.to_str().unwrap(), "--data-dir", c.to_str().unwrap()]);
     assert_one_line_error(&o, "truncated.dump");
-}
-
-fn ledger_prefix_or_zero(dir: &Path) -> u64 {
-    match DevSettlement::read_ledger(dir.join("devnet")) {
-        Ok(view) => view.applied.last().map_or(0, |u| u.range.last() + 1),
-        Err(_) => 0,
-    }
 }

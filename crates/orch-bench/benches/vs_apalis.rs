@@ -19,57 +19,25 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
 use apalis_sqlite::SqliteStorage;
-use orch_core::clock::SystemClock;
-use orch_core::engine::{Engine, EngineConfig, Roles};
-use orch_core::types::{ChainId, JobKind, Timestamp};
 use orch_sqlite::{SqliteConfig, SqliteStore};
-use orch_testkit::noop::{noop_jobs, NoopHandler};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-const CONCURRENCY: usize = 8;
+mod common;
+use common::{orch_noop_run, BoxError, CONCURRENCY};
+
 const DEFAULT_RUNS: usize = 3;
 const DEFAULT_N: u64 = 5_000;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // ---------------------------------------------------------------- orch
 
 /// Creates `n` jobs in a fresh SQLite file and runs them to completion; returns the elapsed time.
 async fn orch_run(dir: &Path, n: u64) -> Result<Duration, BoxError> {
     let store = SqliteStore::open(SqliteConfig::new(dir.join("orch.db"))).await?;
-    let db = store.database();
-    let chain = ChainId::new("bench")?;
-    let cfg = EngineConfig {
-        workers: CONCURRENCY,
-        claim_batch: 64,
-        max_in_flight: [4096; 5],
-        poll_interval: Duration::from_millis(5),
-        ..EngineConfig::default()
-    };
-    let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
-        .config(cfg)
-        .roles(Roles { create: false, work: true })
-        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
-        .build()?;
-    let new_jobs = noop_jobs(&chain, JobKind::SnosRun, n);
-
-    let start = Instant::now();
-    let handle = engine.start();
-    for chunk in new_jobs.chunks(1024) {
-        db.create_jobs(chunk.to_vec(), Timestamp(1)).await?;
-        engine.notify();
-    }
-    while engine.stats().completed < n {
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let elapsed = start.elapsed();
-
-    handle.shutdown().await;
+    let elapsed = orch_noop_run(store.database(), n, 64, 1024, Duration::from_secs(600)).await?;
     store.close();
     Ok(elapsed)
 }

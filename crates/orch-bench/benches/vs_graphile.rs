@@ -16,22 +16,16 @@
 //!   the span.
 
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use orch_core::clock::SystemClock;
-use orch_core::db::Database;
-use orch_core::engine::{Engine, EngineConfig, Roles};
 use orch_core::secret::Secret;
-use orch_core::types::{ChainId, JobKind, Timestamp};
 use orch_postgres::{PostgresConfig, PostgresStore};
-use orch_testkit::noop::{noop_jobs, NoopHandler};
 
-const CONCURRENCY: usize = 8;
+mod common;
+use common::{orch_noop_run, BoxError, CONCURRENCY};
+
 const RUNS: usize = 3;
 const DEFAULT_N: u64 = 20_000;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -42,39 +36,11 @@ async fn orch_run(url: &str, n: u64) -> Result<Duration, BoxError> {
     let schema = unique("orch_bench");
     let config =
         PostgresConfig { url: Secret::new(url.to_string()), schema: schema.clone(), ..PostgresConfig::default() };
-    let store = Arc::new(PostgresStore::connect_and_migrate(config).await?);
-    let db: Arc<dyn Database> = store.clone();
-    let chain = ChainId::new("bench")?;
-    let cfg = EngineConfig {
-        workers: CONCURRENCY,
-        claim_batch: 256,
-        max_in_flight: [4096; 5],
-        poll_interval: Duration::from_millis(5),
-        ..EngineConfig::default()
-    };
-    let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
-        .config(cfg)
-        .roles(Roles { create: false, work: true })
-        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
-        .build()?;
-    let new_jobs = noop_jobs(&chain, JobKind::SnosRun, n);
-
-    let start = Instant::now();
-    let handle = engine.start();
-    for chunk in new_jobs.chunks(1024) {
-        db.create_jobs(chunk.to_vec(), Timestamp(1)).await?;
-        engine.notify();
-    }
-    while engine.stats().completed < n {
-        if start.elapsed() > Duration::from_secs(600) {
-            return Err(format!("orch: only {}/{n} done after 600s", engine.stats().completed).into());
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let elapsed = start.elapsed();
-    handle.shutdown().await;
+    let store = PostgresStore::connect_and_migrate(config).await?;
+    let elapsed = orch_noop_run(store.database(), n, 256, 1024, Duration::from_secs(600)).await;
+    store.close().await;
     drop_schema(url, &schema);
-    Ok(elapsed)
+    elapsed
 }
 
 fn drop_schema(url: &str, schema: &str) {
