@@ -71,6 +71,49 @@ fn da_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// What c-kzg's precomputation setting buys: its one-time load cost (printed; it happens once
+/// per process, so it is timed once, not sampled) and commitment + blob proof per setting.
+fn kzg_precompute(c: &mut Criterion) {
+    let blob = Blob::from_felts(&full_felts()).expect("4096 felts fit one blob");
+    let raw = c_kzg::Blob::from_bytes(blob.as_bytes()).expect("valid blob");
+    let mut g = c.benchmark_group("kzg_precompute (commitment + blob proof)");
+    g.sample_size(10);
+    for precompute in [0u64, 8] {
+        let start = std::time::Instant::now();
+        let settings = c_kzg::ethereum_kzg_settings(precompute);
+        eprintln!("c-kzg trusted setup load with precompute {precompute}: {:.2?}", start.elapsed());
+        g.bench_function(format!("precompute {precompute}"), |b| {
+            b.iter(|| {
+                let c = settings.blob_to_kzg_commitment(black_box(&raw)).expect("commits");
+                settings.compute_blob_kzg_proof(&raw, &c.to_bytes()).expect("proves")
+            })
+        });
+    }
+    g.finish();
+}
+
+/// What parallelism across blobs buys: the sidecars of one 6-blob transaction on one thread
+/// vs on every core (`kzg::sidecars`).
+fn kzg_parallel(c: &mut Criterion) {
+    let felts = full_felts();
+    let blobs: Vec<Blob> = (0..6)
+        .map(|i| {
+            let mut f = felts.clone();
+            f.rotate_left(i * 97); // six different blobs
+            Blob::from_felts(&f).expect("4096 felts fit one blob")
+        })
+        .collect();
+    let _ = kzg::commit(&blobs[0]);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut g = c.benchmark_group("sidecars_of_6_blobs");
+    g.sample_size(10);
+    g.bench_function("1 thread", |b| b.iter(|| kzg::sidecars_on(black_box(&blobs), 1).expect("proves")));
+    g.bench_function(format!("{threads} threads (kzg::sidecars)"), |b| {
+        b.iter(|| kzg::sidecars(black_box(&blobs)).expect("proves"))
+    });
+    g.finish();
+}
+
 fn majin_comparison(c: &mut Criterion) {
     let blob = Blob::from_felts(&full_felts()).expect("4096 felts fit one blob");
     let elements: Vec<BigUint> = blob.as_bytes().chunks_exact(32).map(BigUint::from_bytes_be).collect();
@@ -88,5 +131,5 @@ fn majin_comparison(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, transforms, da_step, majin_comparison);
+criterion_group!(benches, transforms, da_step, kzg_precompute, kzg_parallel, majin_comparison);
 criterion_main!(benches);

@@ -179,11 +179,12 @@ fn encode(a: EncodeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut entries = Vec::with_capacity(enc.blobs.len());
     let per_blob = orch_blob::blob::FIELD_ELEMENTS_PER_BLOB;
-    for (i, b) in enc.blobs.iter().enumerate() {
+    // The proofs are independent per blob: compute them on every core at once.
+    let sidecars = kzg::sidecars(&enc.blobs)?;
+    for (i, (b, sc)) in enc.blobs.iter().zip(sidecars).enumerate() {
         let name = format!("blob-{i}.hex");
         let path = a.out.join(&name);
         std::fs::write(&path, b.to_hex()).with_context(|| format!("writing {}", path.display()))?;
-        let sc = kzg::sidecar(b)?;
         let felts = enc.payload.len().saturating_sub(i * per_blob).min(per_blob);
         entries.push(BlobEntry {
             file: name,
