@@ -185,6 +185,51 @@ fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
 }
 
 #[test]
+fn dev_stops_and_names_a_job_that_failed_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("o.toml");
+    // Block 25's proofs always fail and a job gets one attempt: its proof job fails for good.
+    std::fs::write(
+        &cfg,
+        "[engine.retry]\nmax_attempts = 1\n[devnet.prover]\nfail_proofs = [{ block = 25, times = 1000 }]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut child = bin()
+        .args(["dev", "--blocks", "100", "--json", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        // A file, not a pipe: nobody reads while it runs, and a full pipe would stall it.
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.try_wait().unwrap();
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("dev kept waiting on a job that had failed for good: {err}");
+    };
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(last.contains("failed for good") && last.contains("proof_creation"), "{err}");
+    assert!(last.contains("orchestrator jobs retry "), "{err}");
+    // The named job is the failed one, and the store says so.
+    let id = last.split_whitespace().nth(2).expect("job id after 'error: job'");
+    let shown = json(&run(&["jobs", "show", id, "--json", "--data-dir", data.to_str().unwrap()]));
+    assert_eq!(shown["status"], "Failed", "{shown}");
+    // Blocks before the failed one's range settled; none after it.
+    let settled = ledger_prefix(&data);
+    assert!(settled <= 25, "nothing past the failed block settles (through {settled})");
+}
+
+#[test]
 fn config_show_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("o.toml");

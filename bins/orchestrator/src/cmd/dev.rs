@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use orch_core::engine::{Engine, EngineConfig};
+use orch_core::job::JobQuery;
 use orch_core::types::JobStatus;
 use serde::Serialize;
 
@@ -101,11 +102,23 @@ pub(crate) async fn dev(ctx: &Ctx, args: DevArgs) -> anyhow::Result<()> {
     };
     let mut settled = start_settled;
     let mut interrupted = false;
+    let mut stuck = None;
     if let Some(h) = &handle {
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
+        let mut last_check = Instant::now();
         loop {
             settled = ports.settlement.last_settled().await?.map(|s| s.block);
+            // A job out of attempts blocks its blocks for good: say so instead of waiting.
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                let mut q = JobQuery::all(chain.clone(), 1);
+                q.statuses = vec![JobStatus::Failed];
+                if let Some(job) = ports.db.list_jobs(&q).await?.into_iter().next() {
+                    stuck = Some(job);
+                    break;
+                }
+            }
             if let Some(b) = &bar {
                 b.set_position(settled.map_or(0, |s| s + 1));
                 let st = h.stats();
@@ -130,6 +143,19 @@ pub(crate) async fn dev(ctx: &Ctx, args: DevArgs) -> anyhow::Result<()> {
     }
     if let Some(b) = &bar {
         b.finish_and_clear();
+    }
+    if let Some(job) = stuck {
+        return Err(anyhow::anyhow!(
+            "job {} ({} of blocks {}) failed for good after {} attempts: {}; settlement cannot pass it. \
+             Fix the cause, then `orchestrator jobs retry {}` and run `orchestrator dev` again (see `orchestrator jobs show {}`)",
+            job.id,
+            job.key.kind,
+            job.key.range,
+            job.attempts,
+            job.last_error.as_deref().unwrap_or("no error recorded"),
+            job.id,
+            job.id
+        ));
     }
     let elapsed = started.elapsed();
     let counts = ports.db.count_jobs(&chain).await?;
