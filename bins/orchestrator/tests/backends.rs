@@ -1,7 +1,8 @@
 //! The binary on the production backends, against live services: every example config under
 //! `examples/configs/` passes `config check` and runs `setup` + `run` to 200 settled devnet
 //! blocks; and a store moves mid-run from SQLite to PostgreSQL to MongoDB through `db
-//! export`/`db import` and finishes there with every block settled once.
+//! export`/`db import` and finishes there with every block settled once; a PostgreSQL crash
+//! and each queue broker's connection cut mid-run lose and repeat nothing.
 //!
 //! Service URLs come from `ORCH_TEST_*` (scripts/services.sh exports them). Without them a
 //! case prints why and skips — unless `ORCH_REQUIRE_SERVICES` is set (CI sets it), where a
@@ -392,4 +393,110 @@ fn postgres_wrong_password_is_one_clear_line_without_the_password() {
     let url = format!("postgres://postgres:right-horse-battery@127.0.0.1:{}/postgres", pg.port);
     let o = run_with(&cfg, dir.path(), &[("ORCH_DATABASE__URL".into(), url)], &["setup"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `run` on the embedded store with `[queue]` = `provider` reached through a [`CutProxy`]; the
+/// proxy cuts every connection for five seconds once 100 blocks have settled (the broker
+/// "restarts"). The run must stay up, reconnect (traffic through the proxy after the cut),
+/// and settle every block exactly once, in order.
+fn queue_outage_mid_run(provider: &str, service_var: &str) {
+    let Some(real) = service(service_var) else { return };
+    let target = real_addr(&real);
+    let proxy = common::proxy::CutProxy::start(target);
+    let through = real.replace(&target.to_string(), &proxy.addr().to_string());
+    assert_ne!(through, real, "the {service_var} URL names {target}");
+    let id = unique();
+    let n = 300u64;
+    let mut env: Vec<(String, String)> = vec![
+        ("ORCH_QUEUE__PROVIDER".into(), provider.into()),
+        ("ORCH_QUEUE__QUEUE".into(), format!("outage-{id}")),
+        ("ORCH_DEVNET__CHAIN__BLOCKS".into(), n.to_string()),
+        ("ORCH_DEVNET__CHAIN__BLOCK_TIME".into(), "0s".into()),
+        ("ORCH_ENGINE__POLL_INTERVAL".into(), "20ms".into()),
+        ("ORCH_ENGINE__CREATOR_INTERVAL".into(), "20ms".into()),
+        // Ten blocks per proof and settlement, as the example configs run.
+        ("ORCH_ENGINE__BATCH_SIZE".into(), "10".into()),
+    ];
+    match provider {
+        "sqs" => {
+            env.push(("ORCH_QUEUE__ENDPOINT".into(), through));
+            env.push(("ORCH_QUEUE__ACCESS_KEY_ID".into(), "test".into()));
+            env.push(("ORCH_QUEUE__SECRET_ACCESS_KEY".into(), "test".into()));
+        }
+        "kafka" => env.push(("ORCH_QUEUE__BROKERS".into(), through)),
+        _ => env.push(("ORCH_QUEUE__URL".into(), through)),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let setup = run_with_env(data, &env, &["setup"]);
+    assert!(setup.status.success(), "{provider}: setup failed: {}", String::from_utf8_lossy(&setup.stderr));
+
+    let mut c = bin();
+    c.args(["run", "--data-dir"]).arg(data).stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("run starts");
+    let wait_for = |target: u64, secs: u64| {
+        let start = Instant::now();
+        while ledger_prefix(data) < target && start.elapsed() < Duration::from_secs(secs) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ledger_prefix(data)
+    };
+    let before = wait_for(100, 240);
+    assert!((100..n).contains(&before), "{provider}: must be mid-run when the broker goes away (at {before})");
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(child.try_wait().unwrap().is_none(), "{provider}: the orchestrator must ride out the outage, not exit");
+    let during = proxy.bytes();
+    proxy.restore();
+    let after = wait_for(n, 240);
+    // Done settling is not enough: the queue must be in use again, not silently abandoned.
+    let start = Instant::now();
+    while proxy.bytes() == during && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reconnected = proxy.bytes() > during;
+    terminate(child);
+    assert_eq!(after, n, "{provider}: every block settled after the outage (had {before} before it)");
+    assert_eq!(ledger_prefix(data), n, "{provider}: nothing applied twice");
+    assert!(reconnected, "{provider}: no traffic reached the broker after the outage ended");
+}
+
+/// `host:port` of a service URL (`scheme://[user@]host:port[/…]` or a bare `host:port`).
+fn real_addr(url: &str) -> std::net::SocketAddr {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port = host_port.split(',').next().unwrap();
+    host_port.parse().unwrap_or_else(|e| panic!("{url}: expected an IP:port service address ({e})"))
+}
+
+/// The binary with only environment configuration (embedded store, devnet).
+fn run_with_env(data: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+    let mut c = bin();
+    c.args(args).arg("--data-dir").arg(data);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("runs")
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_connection_cut_mid_run_loses_and_repeats_nothing() {
+    queue_outage_mid_run("redis", "ORCH_TEST_REDIS_URL");
+}
+
+#[cfg(feature = "rabbit")]
+#[test]
+fn rabbit_connection_cut_mid_run_loses_and_repeats_nothing() {
+    queue_outage_mid_run("rabbit", "ORCH_TEST_AMQP_URL");
+}
+
+#[cfg(feature = "sqs")]
+#[test]
+fn sqs_connection_cut_mid_run_loses_and_repeats_nothing() {
+    queue_outage_mid_run("sqs", "ORCH_TEST_AWS_ENDPOINT");
 }
