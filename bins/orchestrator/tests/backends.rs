@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{bin, dev_until, ledger_prefix};
+use common::{bin, dev_until, ledger_prefix, wait_for_ledger};
+
+/// How long a run may go without settling a block before a test calls it stuck.
+const STALL: Duration = Duration::from_secs(90);
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/configs")
@@ -146,15 +149,7 @@ fn run_example_to_200_blocks(config: &str) {
         c.env(k, v);
     }
     let child = c.spawn().expect("run starts");
-    let start = Instant::now();
-    let mut settled = 0;
-    while start.elapsed() < Duration::from_secs(240) {
-        settled = ledger_prefix(data);
-        if settled >= 200 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let settled = wait_for_ledger(data, 200, STALL);
     let status = run_with(&cfg, data, &env, &["blocks", "status", "--json"]);
     terminate(child);
     assert_eq!(settled, 200, "{config}: the devnet L1 must hold blocks 0..199 (has 0..{settled})");
@@ -356,20 +351,13 @@ fn postgres_going_away_mid_run_loses_and_repeats_nothing() {
         c.env(k, v);
     }
     let mut child = c.spawn().expect("run starts");
-    let wait_for = |target: u64, secs: u64| {
-        let start = Instant::now();
-        while ledger_prefix(data) < target && start.elapsed() < Duration::from_secs(secs) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        ledger_prefix(data)
-    };
-    let before = wait_for(100, 120);
+    let before = wait_for_ledger(data, 100, STALL);
     assert!((100..n).contains(&before), "must be mid-run when the database goes away (at {before})");
     pg.crash();
     std::thread::sleep(Duration::from_secs(5));
     assert!(child.try_wait().unwrap().is_none(), "the orchestrator must wait for the database, not exit");
     pg.up();
-    let after = wait_for(n, 240);
+    let after = wait_for_ledger(data, n, STALL);
     terminate(child);
     assert_eq!(after, n, "every block settled after the database came back (had {before} before the outage)");
     assert_eq!(ledger_prefix(data), n);
@@ -437,21 +425,14 @@ fn queue_outage_mid_run(provider: &str, service_var: &str) {
         c.env(k, v);
     }
     let mut child = c.spawn().expect("run starts");
-    let wait_for = |target: u64, secs: u64| {
-        let start = Instant::now();
-        while ledger_prefix(data) < target && start.elapsed() < Duration::from_secs(secs) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        ledger_prefix(data)
-    };
-    let before = wait_for(100, 240);
+    let before = wait_for_ledger(data, 100, STALL);
     assert!((100..n).contains(&before), "{provider}: must be mid-run when the broker goes away (at {before})");
     proxy.cut();
     std::thread::sleep(Duration::from_secs(5));
     assert!(child.try_wait().unwrap().is_none(), "{provider}: the orchestrator must ride out the outage, not exit");
     let during = proxy.bytes();
     proxy.restore();
-    let after = wait_for(n, 240);
+    let after = wait_for_ledger(data, n, STALL);
     // Done settling is not enough: the queue must be in use again, not silently abandoned.
     let start = Instant::now();
     while proxy.bytes() == during && start.elapsed() < Duration::from_secs(30) {

@@ -70,3 +70,19 @@ pub(crate) fn dev_until(config: Option<&Path>, data: &Path, env: &[(String, Stri
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Waits until the devnet L1 holds `target` blocks, or until it has not grown for `stall`
+/// (so a slow, loaded machine is waited for, a stuck run is not); returns how many it holds.
+pub(crate) fn wait_for_ledger(data: &Path, target: u64, stall: Duration) -> u64 {
+    let mut last = ledger_prefix(data);
+    let mut moved = Instant::now();
+    while last < target && moved.elapsed() < stall {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = ledger_prefix(data);
+        if now != last {
+            last = now;
+            moved = Instant::now();
+        }
+    }
+    last
+}
