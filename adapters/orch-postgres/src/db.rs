@@ -29,8 +29,9 @@ use crate::PostgresStore;
 /// The status mapping and the attempt rule are generated from [`claimed_status`] and
 /// [`claim_counts_attempt`], so they cannot drift from the state machine. `SET` expressions
 /// see the row as it was; `picked` keeps the old status for the history row. The update
-/// finds its rows through `id = ANY(ARRAY(…))`, which the planner serves from the primary
-/// key whatever it guesses about the number of picked rows.
+/// finds its rows by their physical address (`ctid = ANY(ARRAY(…))`, a TID scan): the rows
+/// are locked by this statement, so nobody can move them in between, and no index is
+/// searched a second time.
 fn claim_sql() -> Arc<str> {
     static SQL: OnceLock<Arc<str>> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -45,10 +46,10 @@ fn claim_sql() -> Arc<str> {
             if counting.is_empty() { "false".to_string() } else { format!("j.status IN ({})", counting.join(", ")) };
         format!(
             "WITH picked AS ( \
-               SELECT p.id, p.status AS from_status \
+               SELECT p.id, p.ctid AS tid, p.status AS from_status \
                FROM unnest($5::smallint[], $6::bigint[]) AS w(kind, n) \
                CROSS JOIN LATERAL ( \
-                 SELECT id, status FROM jobs \
+                 SELECT ctid, id, status FROM jobs \
                  WHERE chain = $4 AND kind = w.kind AND due_at <= $3 \
                  ORDER BY due_at, first_block LIMIT w.n \
                  FOR UPDATE SKIP LOCKED) p \
@@ -57,7 +58,7 @@ fn claim_sql() -> Arc<str> {
                  attempts = j.attempts + CASE WHEN {counting} THEN 1 ELSE 0 END, \
                  epoch = j.epoch + 1, version = j.version + 1, \
                  lease_owner = $1, lease_until = $2, updated_at = $3 \
-               WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) \
+               WHERE j.ctid = ANY (ARRAY(SELECT tid FROM picked)) \
                RETURNING j.* \
              ), history AS ( \
                INSERT INTO job_history (job_id, version, at, from_status, to_status, reason, attempt, actor, epoch) \
@@ -86,6 +87,28 @@ const CREATE_SQL: &str = concat!(
     "SELECT id::uuid, chain, kind, first_block, last_block, 'created', 1, 0, 0, max_attempts, next_run_at, ",
     "deps::jsonb, meta::jsonb, $10, $10 FROM input ORDER BY ord ",
     "ON CONFLICT (chain, first_block, last_block, kind) DO NOTHING ",
+    "RETURNING id ",
+    ") SELECT input.ord FROM input JOIN ins ON ins.id = input.id::uuid"
+);
+
+/// [`CREATE_SQL`] for the usual batch, whose keys are all free: keys already stored are left
+/// out by an anti-join, and the rest is a plain insert, which costs PostgreSQL less than a
+/// speculative (`ON CONFLICT`) one. A key that is taken after all (committed concurrently, or
+/// twice in the batch) fails the whole statement with a unique violation on `jobs_key`, and
+/// the caller runs [`CREATE_SQL`] instead. `OFFSET 0` keeps the `NOT EXISTS` a per-row probe
+/// of `jobs_key`: as an anti-join, a generic plan may hash the whole table instead.
+const CREATE_NEW_SQL: &str = concat!(
+    "WITH input AS ( ",
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[], ",
+    "$7::bigint[], $8::text[], $9::text[]) WITH ORDINALITY ",
+    "AS t(id, chain, kind, first_block, last_block, max_attempts, next_run_at, deps, meta, ord) ",
+    "), ins AS ( ",
+    "INSERT INTO jobs (id, chain, kind, first_block, last_block, status, version, epoch, attempts, ",
+    "max_attempts, next_run_at, deps, meta, created_at, updated_at) ",
+    "SELECT id::uuid, chain, kind, first_block, last_block, 'created', 1, 0, 0, max_attempts, next_run_at, ",
+    "deps::jsonb, meta::jsonb, $10, $10 FROM input i WHERE NOT EXISTS (SELECT 1 FROM jobs x ",
+    "WHERE x.chain = i.chain AND x.first_block = i.first_block AND x.last_block = i.last_block ",
+    "AND x.kind = i.kind OFFSET 0) ORDER BY ord ",
     "RETURNING id ",
     ") SELECT input.ord FROM input JOIN ins ON ins.id = input.id::uuid"
 );
@@ -193,6 +216,15 @@ const LEAD_SQL: &str = concat!(
     "WHERE leaders.owner = excluded.owner OR leaders.lease_until <= $4"
 );
 
+/// The statuses of jobs that wait for an operator: the partial index `jobs_stuck` holds them.
+const STUCK: [JobStatus; 3] = [JobStatus::Failed, JobStatus::VerificationTimeout, JobStatus::Cancelled];
+
+/// `jobs_stuck`'s predicate, as the schema spells it.
+pub(crate) fn stuck_clause() -> String {
+    let names: Vec<String> = STUCK.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("status IN ({})", names.join(", "))
+}
+
 /// The SQL of a listing and its arguments. Filters are bound as arrays (`= ANY`), so there
 /// are at most a few dozen distinct statements, each prepared once per connection.
 fn list_query(q: &JobQuery) -> Result<(String, PgArguments)> {
@@ -205,11 +237,12 @@ fn list_query(q: &JobQuery) -> Result<(String, PgArguments)> {
         n += 1;
         n
     };
-    // One kind is bound as a scalar: `kind = $n` lets an index on (chain, kind, first_block)
-    // return rows in block order, which `kind = ANY(…)` does not.
+    // One kind is written as a literal (a code of ours, not input): `kind = 4` lets an index
+    // on (chain, kind, first_block) return rows in block order, which `kind = ANY(…)` does
+    // not, and lets a generic plan use the partial index `jobs_unsettled`, whose predicate
+    // names the kind.
     if let [kind] = q.kinds.as_slice() {
-        sql.push_str(&format!(" AND kind = ${}", next()));
-        args.add(kind_code(*kind)).map_err(bad)?;
+        sql.push_str(&format!(" AND kind = {}", kind_code(*kind)));
     } else if !q.kinds.is_empty() {
         sql.push_str(&format!(" AND kind = ANY (${}::smallint[])", next()));
         args.add(q.kinds.iter().map(|k| kind_code(*k)).collect::<Vec<i16>>()).map_err(bad)?;
@@ -217,8 +250,11 @@ fn list_query(q: &JobQuery) -> Result<(String, PgArguments)> {
     if !q.statuses.is_empty() {
         sql.push_str(&format!(" AND status = ANY (${}::text[])", next()));
         args.add(q.statuses.iter().map(|s| s.as_str().to_owned()).collect::<Vec<String>>()).map_err(bad)?;
-        // Spelled out so that the planner can use the partial index `jobs_open`.
-        if !q.statuses.contains(&JobStatus::Completed) {
+        // Implied by the filter, spelled out so that a generic plan can use the partial
+        // indexes `jobs_stuck` and `jobs_unsettled`.
+        if q.statuses.iter().all(|s| STUCK.contains(s)) {
+            sql.push_str(&format!(" AND {}", stuck_clause()));
+        } else if !q.statuses.contains(&JobStatus::Completed) {
             sql.push_str(" AND status <> 'completed'");
         }
     }
@@ -410,26 +446,36 @@ impl Database for PostgresStore {
             deps.push(deps_json(&j.deps)?);
             metas.push(meta_json(&j.meta)?);
         }
-        let inserted: Vec<i64> = sqlx::query_scalar(CREATE_SQL)
-            .bind(&ids)
-            .bind(&chains)
-            .bind(&kinds)
-            .bind(&firsts)
-            .bind(&lasts)
-            .bind(maxes)
-            .bind(runs)
-            .bind(deps)
-            .bind(metas)
-            .bind(ts(now))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| match map_err(e, at) {
-                // The key is handled by ON CONFLICT; a unique violation is a job id in use.
-                Error::AlreadyExists { .. } => {
-                    Error::already_exists("job id (one of the batch is used by another key)")
-                }
-                other => other,
-            })?;
+        let run = |sql: &'static str| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(&ids)
+                .bind(&chains)
+                .bind(&kinds)
+                .bind(&firsts)
+                .bind(&lasts)
+                .bind(&maxes)
+                .bind(&runs)
+                .bind(&deps)
+                .bind(&metas)
+                .bind(ts(now))
+                .fetch_all(&self.pool)
+        };
+        let inserted = match run(CREATE_NEW_SQL).await {
+            Ok(v) => Ok(v),
+            // A key committed by a concurrent creator after this statement's snapshot, or a
+            // key twice in the batch: the statement inserted nothing; ON CONFLICT sorts it out.
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("23505") && db.constraint() == Some("jobs_key") =>
+            {
+                run(CREATE_SQL).await
+            }
+            Err(e) => Err(e),
+        };
+        let inserted = inserted.map_err(|e| match map_err(e, at) {
+            // The key is handled above; a unique violation is a job id in use.
+            Error::AlreadyExists { .. } => Error::already_exists("job id (one of the batch is used by another key)"),
+            other => other,
+        })?;
         let mut is_new = vec![false; n];
         for ord in inserted {
             if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| is_new.get_mut(i)) {
@@ -773,6 +819,8 @@ pub(crate) fn engine_queries() -> Vec<(&'static str, String)> {
     let mut unsettled = all.clone();
     unsettled.kinds = vec![JobKind::StateTransition];
     unsettled.statuses = JobStatus::ALL.into_iter().filter(|s| *s != JobStatus::Completed).collect();
+    let mut stuck = all.clone();
+    stuck.statuses = vec![JobStatus::Failed];
     let mut page = all.clone();
     page.after = Some(JobKey {
         chain: all.chain.clone(),
@@ -785,8 +833,10 @@ pub(crate) fn engine_queries() -> Vec<(&'static str, String)> {
         ("list page", list(&page)),
         ("list last snos", list(&last_snos)),
         ("list unsettled", list(&unsettled)),
+        ("list stuck", list(&stuck)),
         ("claim", claim_sql().to_string()),
         ("create", CREATE_SQL.into()),
+        ("create new", CREATE_NEW_SQL.into()),
         ("by keys", BY_KEYS_SQL.into()),
         ("by key", BY_KEY_SQL.into()),
         ("by id", BY_ID_SQL.into()),
@@ -827,7 +877,21 @@ mod tests {
         });
         q.order = Order::Descending;
         let (sql, _) = list_query(&q).unwrap();
-        assert!(sql.contains("(first_block, last_block, kind) < ($6, $7, $8)"), "{sql}");
-        assert!(sql.ends_with("kind DESC LIMIT $9"), "{sql}");
+        assert!(sql.contains(" AND kind = 0 "), "{sql}");
+        assert!(sql.contains("status IN ('failed', 'verification_timeout', 'cancelled')"), "{sql}");
+        assert!(sql.contains("(first_block, last_block, kind) < ($5, $6, $7)"), "{sql}");
+        assert!(sql.ends_with("kind DESC LIMIT $8"), "{sql}");
+    }
+
+    #[test]
+    fn status_filters_spell_out_the_partial_index_predicates() {
+        let mut q = JobQuery::all(ChainId::new("c").unwrap(), 1);
+        q.kinds = vec![JobKind::StateTransition];
+        q.statuses = JobStatus::ALL.into_iter().filter(|s| *s != JobStatus::Completed).collect();
+        let (sql, _) = list_query(&q).unwrap();
+        assert!(sql.contains(" AND kind = 4 ") && sql.contains(" AND status <> 'completed'"), "{sql}");
+        q.statuses = vec![JobStatus::Completed, JobStatus::Failed];
+        let (sql, _) = list_query(&q).unwrap();
+        assert!(!sql.contains("<> 'completed'") && !sql.contains("status IN"), "{sql}");
     }
 }

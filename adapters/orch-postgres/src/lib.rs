@@ -122,6 +122,30 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// Brings the schema to `version` and no further (for upgrade tests, which need a store
+    /// at an old version); `migrate` is the way to set a store up.
+    ///
+    /// Errors: `InvalidInput` when `version` is 0 or above [`SCHEMA_VERSION`], or when the
+    /// schema is newer than this code.
+    #[doc(hidden)]
+    pub async fn migrate_to_version(&self, version: u32) -> Result<()> {
+        if version == 0 || version > SCHEMA_VERSION {
+            return Err(Error::invalid_input(
+                "version",
+                format!("{version} is not a schema version of this orch (1 to {SCHEMA_VERSION})"),
+            ));
+        }
+        let mut conn = self.pool.acquire().await.map_err(|e| map_err(e, &self.at))?;
+        schema::migrate_to(&mut conn, &self.at, version).await
+    }
+
+    /// Connects without checking the schema version (for upgrade tests, which use a store
+    /// at an old version before migrating it).
+    #[doc(hidden)]
+    pub async fn connect_unchecked(config: PostgresConfig) -> Result<PostgresStore> {
+        PostgresStore::open(config, false).await
+    }
+
     /// The SQL text of every statement the engine's hot paths run (for plan checks in tests).
     #[doc(hidden)]
     pub fn engine_queries() -> Vec<(&'static str, String)> {

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use crate::error::{map_err, Place};
 
 /// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// First key of the advisory lock that serialises migrations ("orch"); the second is the
 /// schema name's hash, so deployments in different schemas do not wait for each other.
@@ -17,7 +17,7 @@ const LOCK_CLASS: i32 = 0x6F72_6368;
 
 /// `(version, SQL)`, applied in order to schemas below that version. The SQL runs with
 /// `search_path` set to the target schema.
-const MIGRATIONS: &[(u32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(u32, &str)] = &[(1, V1), (2, V2)];
 
 /// Version 1.
 ///
@@ -96,6 +96,30 @@ CREATE TABLE leaders (
 );
 "#;
 
+/// Version 2: fewer index entries per job on the hot path.
+///
+/// A claim or a completion changes `due_at`, so PostgreSQL cannot update the row in place
+/// (HOT): every index whose predicate the new row version matches gets a new entry. The
+/// cost of a job's life is therefore about one index insert per index per state change.
+///
+/// * `jobs_open` is replaced by `jobs_unsettled`, which holds only unsettled
+///   `StateTransition` jobs (kind code 4, see [`crate::codec::kind_code`]): the engine's
+///   status-filtered listing ("lowest unsettled state transition") asks for nothing else,
+///   and jobs of the other four kinds no longer pay an entry at creation and at each claim.
+/// * `jobs_stuck` holds the jobs that wait for an operator (`failed`,
+///   `verification_timeout`, `cancelled`), so listings of those read only those rows'
+///   entries. Jobs rarely enter these statuses, so it costs the hot path nothing.
+/// * `fillfactor = 80` leaves room on each heap page for the new versions its rows get when
+///   claimed and completed, so they mostly stay on the page (no new page, fewer pruning
+///   passes). It applies to pages written from now on.
+const V2: &str = r#"
+DROP INDEX jobs_open;
+CREATE INDEX jobs_unsettled ON jobs (chain, first_block, last_block) WHERE kind = 4 AND status <> 'completed';
+CREATE INDEX jobs_stuck ON jobs (chain, kind, first_block, last_block)
+    WHERE status IN ('failed', 'verification_timeout', 'cancelled');
+ALTER TABLE jobs SET (fillfactor = 80);
+"#;
+
 /// The schema's version: `None` when the schema or its `schema_version` table is missing.
 pub(crate) async fn current_version(conn: &mut PgConnection, at: &Place) -> Result<Option<u32>> {
     let table = format!("{}.schema_version", at.schema);
@@ -155,6 +179,12 @@ pub(crate) async fn check(conn: &mut PgConnection, at: &Place) -> Result<()> {
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, holding an advisory lock so that
 /// processes migrating at the same time take turns (the second finds the work done).
 pub(crate) async fn migrate(conn: &mut PgConnection, at: &Place) -> Result<()> {
+    migrate_to(conn, at, SCHEMA_VERSION).await
+}
+
+/// [`migrate`], stopping at `target` (upgrade tests build a store at an old version with it).
+/// A schema already at or above `target` is left as it is, unless it is newer than this code.
+pub(crate) async fn migrate_to(conn: &mut PgConnection, at: &Place, target: u32) -> Result<()> {
     let m = |e| map_err(e, at);
     let mut tx = conn.begin().await.map_err(m)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
@@ -189,12 +219,12 @@ pub(crate) async fn migrate(conn: &mut PgConnection, at: &Place) -> Result<()> {
     if from > SCHEMA_VERSION {
         return Err(too_new(from, at));
     }
-    if from == SCHEMA_VERSION {
+    if from >= target {
         tx.commit().await.map_err(m)?;
         return Ok(());
     }
     sqlx::query(AssertSqlSafe(format!("SET LOCAL search_path TO {}", at.schema))).execute(&mut *tx).await.map_err(m)?;
-    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from && *v <= target) {
         sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(m)?;
         sqlx::query(
             "INSERT INTO schema_version (id, version) VALUES (1, $1) \
@@ -222,6 +252,14 @@ mod tests {
             JobStatus::ALL.into_iter().filter(|s| s.is_claimable()).map(|s| format!("'{}'", s.as_str())).collect();
         let clause = format!("status IN ({})", listed.join(", "));
         assert!(V1.contains(&clause), "due_at must use {clause}");
+    }
+
+    #[test]
+    fn v2_partial_indexes_name_the_codes_and_statuses_the_queries_use() {
+        assert_eq!(crate::codec::kind_code(orch_core::types::JobKind::StateTransition), 4);
+        assert!(V2.contains("WHERE kind = 4 AND status <> 'completed'"), "{V2}");
+        let stuck = crate::db::stuck_clause();
+        assert!(V2.contains(&format!("WHERE {stuck};")), "jobs_stuck must use {stuck}");
     }
 
     #[test]

@@ -154,6 +154,113 @@ async fn concurrent_migrations_from_several_stores_are_safe() {
     s.drop().await;
 }
 
+/// Names of the indexes on `jobs` in schema `name`.
+async fn job_indexes(url: &str, name: &str) -> Vec<String> {
+    let mut raw = common::raw(url).await;
+    sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = 'jobs' ORDER BY 1")
+        .bind(name)
+        .fetch_all(&mut raw)
+        .await
+        .unwrap()
+}
+
+/// A store set up by the first release (schema version 1), holding jobs in every state the
+/// hot path leaves them in, is upgraded in place: the data and history survive, the indexes
+/// are those of the current version, and the upgraded store claims, completes and lists.
+#[tokio::test]
+async fn a_store_created_at_version_1_upgrades_and_keeps_its_jobs() {
+    let Some(s) = fresh().await else { return };
+    let old = PostgresStore::connect_unchecked(s.config()).await.unwrap();
+    old.migrate_to_version(1).await.unwrap();
+    let e = PostgresStore::connect(s.config()).await.unwrap_err();
+    assert!(e.to_string().contains("is at version 1") && e.to_string().contains("orchestrator setup"), "{e}");
+    assert!(job_indexes(&s.url, &s.name).await.contains(&"jobs_open".to_string()));
+    let e = old.migrate_to_version(SCHEMA_VERSION + 1).await.unwrap_err();
+    assert!(matches!(&e, Error::InvalidInput { field, .. } if field == "version"), "{e:?}");
+
+    // Version-1 data: a settled state transition, an unsettled one, a failed one, a claimed
+    // SNOS job and a created one.
+    let c = chain();
+    let created = old.create_jobs(new_jobs(&c, JobKind::StateTransition, 0..3), T0).await.unwrap();
+    old.create_jobs(new_jobs(&c, JobKind::SnosRun, 0..2), T0).await.unwrap();
+    let finish = |job: &orch_core::job::Job, to: JobStatus| {
+        let mut j = job.clone();
+        let t =
+            Transition { at: T0, from: j.status, to, reason: "test".into(), attempt: 0, actor: None, epoch: j.epoch };
+        j.status = to;
+        JobWrite { job: j, transition: Some(t), now: T0 }
+    };
+    let writes = vec![finish(created[0].job(), JobStatus::Completed), finish(created[2].job(), JobStatus::Failed)];
+    for r in old.update_jobs(&writes).await.unwrap() {
+        r.unwrap();
+    }
+    let claimed = old.claim_jobs(&claim(&c, "w-old", 1)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let before = old.list_jobs(&orch_core::job::JobQuery::all(c.clone(), 100)).await.unwrap();
+    let history_before = old.history(claimed[0].id).await.unwrap();
+
+    let new = PostgresStore::connect_and_migrate(s.config()).await.unwrap();
+    let mut raw = common::raw(&s.url).await;
+    let v: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {}.schema_version", s.name)))
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(v as u32, SCHEMA_VERSION);
+    PostgresStore::connect(s.config()).await.unwrap();
+    let indexes = job_indexes(&s.url, &s.name).await;
+    for want in ["jobs_due", "jobs_key", "jobs_pkey", "jobs_stuck", "jobs_unsettled"] {
+        assert!(indexes.contains(&want.to_string()), "{want} missing: {indexes:?}");
+    }
+    assert!(!indexes.contains(&"jobs_open".to_string()), "{indexes:?}");
+
+    // Same jobs, same history; the upgraded store serves every query the engine makes.
+    assert_eq!(new.list_jobs(&orch_core::job::JobQuery::all(c.clone(), 100)).await.unwrap(), before);
+    assert_eq!(new.history(claimed[0].id).await.unwrap(), history_before);
+    let mut unsettled = orch_core::job::JobQuery::all(c.clone(), 10);
+    unsettled.kinds = vec![JobKind::StateTransition];
+    unsettled.statuses = JobStatus::ALL.into_iter().filter(|s| *s != JobStatus::Completed).collect();
+    let got: Vec<u64> = new.list_jobs(&unsettled).await.unwrap().iter().map(|j| j.range().first()).collect();
+    assert_eq!(got, vec![1, 2]);
+    let mut stuck = orch_core::job::JobQuery::all(c.clone(), 10);
+    stuck.statuses = vec![JobStatus::Failed];
+    let got: Vec<_> = new.list_jobs(&stuck).await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(got, vec![created[2].job().id]);
+    let more = new.claim_jobs(&claim(&c, "w-new", 10)).await.unwrap();
+    assert_eq!(more.len(), 1, "the other SNOS job is still due; the claimed one is leased");
+    assert_ne!(more[0].id, claimed[0].id);
+    let done = new.update_jobs(&[finish(&more[0], JobStatus::Completed)]).await.unwrap();
+    assert_eq!(done[0].as_ref().unwrap().status, JobStatus::Completed);
+    assert_eq!(new.history(more[0].id).await.unwrap().len(), 2, "claimed, then completed");
+    s.drop().await;
+}
+
+/// The plain insert that creates a batch of free keys gives way to the `ON CONFLICT` insert
+/// when a key is taken after all (here: twice in the batch): nothing is lost or doubled, the
+/// first of the two is new and the second reports it. A job id already used by another key
+/// is still `AlreadyExists`, and inserts nothing of its batch.
+#[tokio::test]
+async fn a_key_twice_in_a_batch_and_a_reused_id_are_handled() {
+    let Some(s) = fresh().await else { return };
+    let store = PostgresStore::connect_and_migrate(s.config()).await.unwrap();
+    let c = chain();
+    let mut batch = new_jobs(&c, JobKind::SnosRun, 0..3);
+    let mut twin = batch[1].clone();
+    twin.id = JobId::random();
+    batch.push(twin.clone());
+    let out = store.create_jobs(batch.clone(), T0).await.unwrap();
+    let flags: Vec<_> = out.iter().map(|o| (o.job().range().first(), o.is_new())).collect();
+    assert_eq!(flags, vec![(0, true), (1, true), (2, true), (1, false)]);
+    assert_eq!(out[3].job().id, batch[1].id, "the twin reports the job stored under its key");
+    assert_eq!(store.count_jobs(&c).await.unwrap().iter().map(|n| n.count).sum::<u64>(), 3);
+
+    let mut reused = new_jobs(&c, JobKind::SnosRun, 10..12);
+    reused[1].id = batch[0].id;
+    let e = store.create_jobs(reused, T0).await.unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    assert_eq!(store.count_jobs(&c).await.unwrap().iter().map(|n| n.count).sum::<u64>(), 3);
+    s.drop().await;
+}
+
 #[tokio::test]
 async fn bad_url_is_invalid_input_and_hides_the_password() {
     for url in ["postgres://orch:hunter2@127.0.0.1:notaport/db", "http://orch:hunter2@127.0.0.1/db", ""] {
@@ -352,7 +459,13 @@ async fn engine_queries_use_indexes() {
         assert!(!plan.contains("Seq Scan on jobs"), "{name} scans jobs:\n{plan}");
         assert!(!plan.contains("Seq Scan on job_history"), "{name} scans job_history:\n{plan}");
         if name == "list unsettled" {
-            assert!(plan.contains("jobs_open"), "the lowest-unsettled listing must use jobs_open:\n{plan}");
+            assert!(plan.contains("jobs_unsettled"), "the lowest-unsettled listing must use jobs_unsettled:\n{plan}");
+        }
+        if name == "list stuck" {
+            assert!(plan.contains("jobs_stuck"), "a listing of failed jobs must use jobs_stuck:\n{plan}");
+        }
+        if name == "claim" {
+            assert!(plan.contains("Tid Scan on jobs"), "the claim must update the rows it locked by ctid:\n{plan}");
         }
         println!("{name}:\n{plan}\n");
     }

@@ -34,8 +34,13 @@ fn unique(prefix: &str) -> String {
 
 async fn orch_run(url: &str, n: u64) -> Result<Duration, BoxError> {
     let schema = unique("orch_bench");
-    let config =
-        PostgresConfig { url: Secret::new(url.to_string()), schema: schema.clone(), ..PostgresConfig::default() };
+    // Its own application_name, so its sessions can be told apart in pg_stat_activity.
+    let config = PostgresConfig {
+        url: Secret::new(url.to_string()),
+        schema: schema.clone(),
+        application_name: "orch_bench".into(),
+        ..PostgresConfig::default()
+    };
     let store = PostgresStore::connect_and_migrate(config).await?;
     let elapsed = orch_noop_run(store.database(), n, 256, 1024, Duration::from_secs(600)).await;
     store.close().await;
