@@ -1,11 +1,14 @@
 //! The [`Database`] implementation. docs.md lists every query with the index serving it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, to_bson, to_document, Bson, DateTime, Document};
-use mongodb::error::ErrorKind;
+use mongodb::error::{ErrorKind, PartialBulkWriteResult, WriteFailure};
+use mongodb::options::{UpdateModifications, UpdateOneModel};
 use orch_core::db::Database;
 use orch_core::error::{Error, Result};
 use orch_core::job::{
@@ -25,6 +28,20 @@ const CLAIM_ROUNDS: usize = 3;
 
 /// Largest page `list_jobs` returns.
 const MAX_PAGE: u32 = 10_000;
+
+/// Fewest updates one `bulkWrite` command carries when a batch is split across concurrent
+/// commands (a batch is split into at most `concurrency` commands).
+const MIN_BULK: usize = 8;
+
+/// Wake targets of one kind whose first blocks are at most this far apart are read with one
+/// index range instead of one query each.
+const WAKE_GAP: i64 = 16;
+
+/// CommandNotFound: a server without the `bulkWrite` command.
+const COMMAND_NOT_FOUND: i32 = 59;
+
+/// One single-document conditional update of a batch: filter and modifications.
+type CondUpdate = (Document, UpdateModifications);
 
 /// Reads never fetch the embedded history.
 fn no_history() -> Document {
@@ -63,14 +80,38 @@ pub(crate) fn due_sort() -> Document {
     doc! { "due_at": 1, "first": 1 }
 }
 
-/// The filter finding a wake's candidates: an equality prefix of `jobs_status`.
-pub(crate) fn wake_filter(chain: &ChainId, kind: JobKind, first: i64) -> Document {
+/// The filter finding wake candidates of one kind starting at blocks `lo..=hi`: an equality
+/// prefix of `jobs_status` (and one equality on `first` when `lo == hi`, else a range bounded
+/// on both sides, the upper one exclusive — see [`at_most`]).
+pub(crate) fn wake_filter(chain: &ChainId, kind: i32, lo: i64, hi: i64) -> Document {
+    let first = if lo == hi {
+        Bson::Int64(lo)
+    } else {
+        let mut r = at_most(hi);
+        r.insert("$gte", lo);
+        Bson::Document(r)
+    };
     doc! {
         "chain": chain.as_str(),
         "status": JobStatus::Created.as_str(),
-        "kind": kind_code(kind),
+        "kind": kind,
         "first": first,
     }
+}
+
+/// Sorted, deduplicated block numbers cut into `(lo, hi)` runs whose neighbours are at most
+/// [`WAKE_GAP`] apart.
+pub(crate) fn clusters(mut firsts: Vec<i64>) -> Vec<(i64, i64)> {
+    firsts.sort_unstable();
+    firsts.dedup();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for f in firsts {
+        match out.last_mut() {
+            Some((_, hi)) if f.saturating_sub(*hi) <= WAKE_GAP => *hi = f,
+            _ => out.push((f, f)),
+        }
+    }
+    out
 }
 
 /// How a listing is read: a few index ranges with equality prefixes, merged here.
@@ -176,6 +217,8 @@ struct Waiting {
     #[serde(rename = "_id")]
     id: String,
     epoch: i64,
+    kind: i32,
+    first: i64,
     last: i64,
     next_run_at: i64,
 }
@@ -226,9 +269,10 @@ impl MongoStore {
         }
     }
 
-    /// One conditional write (contract rule 3): one `update_one` filtered on id, key,
-    /// version and epoch; the history entry is pushed in the same atomic update.
-    async fn update_one_job(&self, w: &JobWrite) -> Result<Job> {
+    /// The update of one conditional write (contract rule 3), and the job as it will be
+    /// stored: filtered on id, key, version and epoch; `$set` of the record, `$inc version`
+    /// and `$push` of the transition in one atomic document update.
+    fn write_op(w: &JobWrite) -> Result<(CondUpdate, Job)> {
         let job = &w.job;
         let mut stored = JobDoc::from_job(job)?;
         stored.updated_at = ts(w.now);
@@ -250,14 +294,111 @@ impl MongoStore {
         if let Some(t) = push {
             update.insert("$push", doc! { "history": bson_of(&t)? });
         }
-        let r = self.inner.jobs.update_one(filter, update).await.map_err(self.m())?;
-        if r.matched_count == 0 {
-            return Err(self.missed(&stored.id, format!("job {}", job.id)).await);
-        }
         let mut out = job.clone();
         out.version.0 += 1;
         out.updated_at = w.now;
+        Ok(((filter, update.into()), out))
+    }
+
+    /// Applies single-document conditional updates on `jobs`; for each, in order, whether it
+    /// matched a document, or the error the server gave that update alone. `Err` is for the
+    /// backend failing as a whole (updates sent before it may have been applied).
+    ///
+    /// On a server with `bulkWrite` (MongoDB 8.0+) the batch travels in a few unordered
+    /// `bulkWrite` commands (at most `concurrency`, at least [`MIN_BULK`] updates each) whose
+    /// per-update results say which matched; otherwise it is one `update_one` per update,
+    /// `concurrency` at a time.
+    async fn apply_updates(&self, ops: Vec<CondUpdate>) -> Result<Vec<Result<bool>>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let size = ops.len().div_ceil(self.inner.concurrency.max(1)).max(MIN_BULK);
+        let futs: Vec<_> = ops.chunks(size).map(|chunk| self.apply_chunk(chunk)).collect();
+        let parts: Vec<Result<Vec<Result<bool>>>> =
+            futures::stream::iter(futs).buffered(self.inner.concurrency).collect().await;
+        let mut out = Vec::with_capacity(ops.len());
+        for p in parts {
+            out.extend(p?);
+        }
         Ok(out)
+    }
+
+    async fn apply_chunk(&self, ops: &[CondUpdate]) -> Result<Vec<Result<bool>>> {
+        if self.inner.bulk.load(Ordering::Relaxed) {
+            if let Some(out) = self.bulk_chunk(ops).await? {
+                return Ok(out);
+            }
+        }
+        let futs: Vec<_> = ops
+            .iter()
+            .map(|(filter, update)| async move {
+                match self.inner.jobs.update_one(filter.clone(), update.clone()).await {
+                    Ok(r) => Ok(r.matched_count > 0),
+                    Err(e) => Err(map_err(e, &self.inner.ctx)),
+                }
+            })
+            .collect();
+        Ok(futures::stream::iter(futs).buffered(self.inner.concurrency).collect().await)
+    }
+
+    /// One unordered `bulkWrite`; `None` when the server has no such command (nothing was
+    /// written, and later batches skip straight to `update_one`).
+    async fn bulk_chunk(&self, ops: &[CondUpdate]) -> Result<Option<Vec<Result<bool>>>> {
+        let ns = self.inner.jobs.namespace();
+        let models: Vec<UpdateOneModel> = ops
+            .iter()
+            .map(|(filter, update)| {
+                UpdateOneModel::builder().namespace(ns.clone()).filter(filter.clone()).update(update.clone()).build()
+            })
+            .collect();
+        let e = match self.inner.db.client().bulk_write(models).ordered(false).verbose_results().await {
+            Ok(r) => {
+                let out = (0..ops.len())
+                    .map(|i| match r.update_results.get(&i) {
+                        Some(u) => Ok(u.matched_count > 0),
+                        None => Err(Error::internal(format!("bulkWrite reported no result for update {i}"))),
+                    })
+                    .collect();
+                return Ok(Some(out));
+            }
+            Err(e) => e,
+        };
+        match &*e.kind {
+            // No such command here: fall back (nothing was written).
+            ErrorKind::IncompatibleServer { .. } => {}
+            ErrorKind::Command(c) if c.code == COMMAND_NOT_FOUND => {}
+            // Some updates failed on their own; the others have results.
+            ErrorKind::BulkWrite(b) if b.write_concern_errors.is_empty() && std::error::Error::source(&e).is_none() => {
+                let done = match &b.partial_result {
+                    Some(PartialBulkWriteResult::Verbose(v)) => Some(&v.update_results),
+                    _ => None,
+                };
+                let mut out = Vec::with_capacity(ops.len());
+                for i in 0..ops.len() {
+                    if let Some(w) = b.write_errors.get(&i) {
+                        let one = mongodb::error::Error::from(ErrorKind::Write(WriteFailure::WriteError(w.clone())));
+                        out.push(Err(map_err(one, &self.inner.ctx)));
+                    } else if let Some(u) = done.and_then(|d| d.get(&i)) {
+                        out.push(Ok(u.matched_count > 0));
+                    } else {
+                        // Neither a result nor an error: the command did not get that far.
+                        return Err(map_err(e, &self.inner.ctx));
+                    }
+                }
+                return Ok(Some(out));
+            }
+            _ => return Err(map_err(e, &self.inner.ctx)),
+        }
+        if self.inner.bulk.swap(false, Ordering::Relaxed) {
+            tracing::info!(target: "orch::mongo", error = %e, "server has no bulkWrite (MongoDB < 8.0): writing one update at a time");
+        }
+        Ok(None)
+    }
+
+    /// The lock claims of `kind` on `chain` take turns on.
+    fn claim_lock(&self, chain: &ChainId, kind: JobKind) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.claim_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry((chain.as_str().to_owned(), kind_code(kind))).or_default().clone()
     }
 
     /// Stores one exported record verbatim (contract rule 9): one `insert_one` of the job with
@@ -297,9 +438,10 @@ impl MongoStore {
         }
     }
 
-    /// Claims one candidate read at `version`: an `update_one` that matches only if nobody
-    /// wrote it since and it is still due. `None` when another claimer got there first.
-    async fn claim_one(&self, req: &ClaimRequest, cand: JobDoc) -> Result<Option<Claimed>> {
+    /// The update claiming one candidate read at `version` — it matches only if nobody wrote
+    /// the job since and it is still due — and the job as the claim leaves it; `None` for a
+    /// status that cannot be claimed.
+    fn claim_op(req: &ClaimRequest, cand: JobDoc) -> Result<Option<(CondUpdate, Claimed)>> {
         let due = cand.due_at.unwrap_or(i64::MIN);
         let mut job = cand.into_job()?;
         let from = job.status;
@@ -332,23 +474,23 @@ impl MongoStore {
             };
             update.insert("$push", doc! { "history": bson_of(&TransitionDoc::from_transition(&t)?)? });
         }
-        let r = self.inner.jobs.update_one(filter, update).await.map_err(self.m())?;
-        if r.matched_count == 0 {
-            return Ok(None);
-        }
         job.status = to;
         job.attempts = attempts;
         job.epoch = epoch;
         job.version.0 += 1;
         job.lease = Some(lease);
         job.updated_at = req.now;
-        Ok(Some(Claimed { due, job }))
+        Ok(Some(((filter, update.into()), Claimed { due, job })))
     }
 
-    /// Up to `n` due jobs of one kind: candidates from `jobs_due` in (due, block) order, each
-    /// taken by [`MongoStore::claim_one`]; candidates lost to other claimers are replaced by
-    /// reading again, a few rounds at most.
+    /// Up to `n` due jobs of one kind: candidates from `jobs_due` in (due, block) order, all
+    /// taken in one batch of conditional updates ([`MongoStore::apply_updates`]); candidates
+    /// lost to claimers of other stores are replaced by reading again, a few rounds at most.
+    /// Claims of one `(chain, kind)` through this store take turns, so they do not compete for
+    /// the same candidates.
     async fn claim_kind(&self, req: &ClaimRequest, kind: JobKind, n: u32) -> Result<Vec<Job>> {
+        let lock = self.claim_lock(&req.chain, kind);
+        let _turn = lock.lock().await;
         let mut got: Vec<Claimed> = Vec::new();
         for _ in 0..CLAIM_ROUNDS {
             let want = n as usize - got.len();
@@ -365,14 +507,23 @@ impl MongoStore {
                 .await
                 .map_err(self.m())?;
             let read = cands.len();
-            let futs: Vec<_> = cands.into_iter().map(|c| self.claim_one(req, c)).collect();
-            let results: Vec<Result<Option<Claimed>>> =
-                futures::stream::iter(futs).buffered(self.inner.concurrency).collect().await;
             let mut lost = 0;
-            for r in results {
-                match r? {
-                    Some(c) => got.push(c),
+            let mut ops = Vec::with_capacity(read);
+            let mut pending = Vec::with_capacity(read);
+            for c in cands {
+                match Self::claim_op(req, c)? {
+                    Some((op, claimed)) => {
+                        ops.push(op);
+                        pending.push(claimed);
+                    }
                     None => lost += 1,
+                }
+            }
+            for (r, c) in self.apply_updates(ops).await?.into_iter().zip(pending) {
+                if r? {
+                    got.push(c);
+                } else {
+                    lost += 1;
                 }
             }
             if lost == 0 || read < want || got.len() >= n as usize {
@@ -381,51 +532,6 @@ impl MongoStore {
         }
         got.sort_by_key(|c| (c.due, c.job.key.range.first(), c.job.key.range.last()));
         Ok(got.into_iter().map(|c| c.job).collect())
-    }
-
-    /// Wakes the jobs starting at `first` of one kind: reads the candidates (normally one)
-    /// by an equality prefix of `jobs_status`, then moves each that still waits with an
-    /// `update_one` on `_id` filtered on status, epoch and `next_run_at`.
-    async fn wake_target(
-        &self,
-        chain: &ChainId,
-        kind: JobKind,
-        first: BlockNumber,
-        now: Timestamp,
-    ) -> Result<Vec<(JobId, Epoch)>> {
-        let first = int(first, "block")?;
-        let cands: Vec<Waiting> = self
-            .inner
-            .jobs
-            .clone_with_type::<Waiting>()
-            .find(wake_filter(chain, kind, first))
-            .projection(doc! { "_id": 1, "epoch": 1, "last": 1, "next_run_at": 1 })
-            .await
-            .map_err(self.m())?
-            .try_collect()
-            .await
-            .map_err(self.m())?;
-        // A pipeline update, so that `due_at` stays the later of `next_run_at` and a lease.
-        let update = vec![doc! { "$set": {
-            "next_run_at": ts(now),
-            "due_at": { "$max": [ts(now), { "$ifNull": ["$lease_until", 0_i64] }] },
-        } }];
-        let mut woken = Vec::new();
-        for w in cands.into_iter().filter(|w| w.next_run_at > ts(now)) {
-            let filter = doc! {
-                "_id": &w.id,
-                "status": JobStatus::Created.as_str(),
-                "epoch": w.epoch,
-                "next_run_at": { "$gt": ts(now) },
-            };
-            let r = self.inner.jobs.update_one(filter, update.clone()).await.map_err(self.m())?;
-            if r.modified_count == 1 {
-                let epoch = u64::try_from(w.epoch).map_err(|_| corrupt(format!("negative epoch {}", w.epoch)))?;
-                woken.push((w.last, parse_id(&w.id)?, Epoch(epoch)));
-            }
-        }
-        woken.sort();
-        Ok(woken.into_iter().map(|(_, id, e)| (id, e)).collect())
     }
 }
 
@@ -527,20 +633,51 @@ impl Database for MongoStore {
     }
 
     async fn update_jobs(&self, writes: &[JobWrite]) -> Result<Vec<Result<Job>>> {
-        let futs: Vec<_> = writes.iter().map(|w| self.update_one_job(w)).collect();
-        let results: Vec<Result<Job>> = futures::stream::iter(futs).buffered(self.inner.concurrency).collect().await;
-        let mut out = Vec::with_capacity(results.len());
-        for r in results {
+        let mut out: Vec<Option<Result<Job>>> = (0..writes.len()).map(|_| None).collect();
+        let mut ops = Vec::with_capacity(writes.len());
+        let mut sent: Vec<(usize, Job)> = Vec::with_capacity(writes.len());
+        for (i, w) in writes.iter().enumerate() {
+            match Self::write_op(w) {
+                Ok((op, job)) => {
+                    ops.push(op);
+                    sent.push((i, job));
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let mut missed = Vec::new();
+        for (r, (i, job)) in self.apply_updates(ops).await?.into_iter().zip(sent) {
             match r {
+                Ok(true) => out[i] = Some(Ok(job)),
+                Ok(false) => missed.push(i),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        // A write that matched nothing: the job moved on (conflict) or does not exist.
+        let futs: Vec<_> = missed
+            .iter()
+            .map(|&i| {
+                let id = writes[i].job.id;
+                async move { (i, self.missed(&id.to_string(), format!("job {id}")).await) }
+            })
+            .collect();
+        let answers: Vec<(usize, Error)> = futures::stream::iter(futs).buffered(self.inner.concurrency).collect().await;
+        for (i, e) in answers {
+            out[i] = Some(Err(e));
+        }
+        let mut results = Vec::with_capacity(out.len());
+        for r in out {
+            match r.unwrap_or_else(|| Err(Error::internal("update_jobs lost an item"))) {
                 // Per-item outcomes, decided before the item wrote anything.
-                Ok(_) | Err(Error::VersionConflict { .. } | Error::NotFound { .. } | Error::InvalidInput { .. }) => {
-                    out.push(r)
+                r @ (Ok(_)
+                | Err(Error::VersionConflict { .. } | Error::NotFound { .. } | Error::InvalidInput { .. })) => {
+                    results.push(r)
                 }
                 // A failing backend fails the call (items already applied stay applied).
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok(results)
     }
 
     async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Vec<Job>> {
@@ -553,20 +690,75 @@ impl Database for MongoStore {
         Ok(out)
     }
 
+    /// Targets are grouped per kind into runs of nearby blocks ([`clusters`]); each run is one
+    /// read of `jobs_status` (status `created`, that kind, its blocks), the untargeted blocks
+    /// of a run are dropped here, and every job still waiting is moved by one conditional
+    /// update on `_id`, status, epoch and `next_run_at` (one batch for all targets).
     async fn wake_jobs(
         &self,
         chain: &ChainId,
         targets: &[(JobKind, BlockNumber)],
         now: Timestamp,
     ) -> Result<Vec<(JobId, Epoch)>> {
-        let futs: Vec<_> = targets.iter().map(|(kind, first)| self.wake_target(chain, *kind, *first, now)).collect();
-        let results: Vec<Result<Vec<(JobId, Epoch)>>> =
-            futures::stream::iter(futs).buffered(self.inner.concurrency).collect().await;
-        let mut out = Vec::new();
-        for r in results {
-            out.extend(r?);
+        // Each target's position, so results come back in target order.
+        let mut position: HashMap<(i32, i64), usize> = HashMap::new();
+        let mut by_kind: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for (pos, (kind, first)) in targets.iter().enumerate() {
+            let (k, f) = (kind_code(*kind), int(*first, "block")?);
+            position.entry((k, f)).or_insert(pos);
+            by_kind.entry(k).or_default().push(f);
         }
-        Ok(out)
+        let runs: Vec<(i32, i64, i64)> = by_kind
+            .into_iter()
+            .flat_map(|(k, firsts)| clusters(firsts).into_iter().map(move |(lo, hi)| (k, lo, hi)))
+            .collect();
+        let reads: Vec<_> = runs
+            .iter()
+            .map(|&(k, lo, hi)| async move {
+                self.inner
+                    .jobs
+                    .clone_with_type::<Waiting>()
+                    .find(wake_filter(chain, k, lo, hi))
+                    .projection(doc! { "_id": 1, "epoch": 1, "kind": 1, "first": 1, "last": 1, "next_run_at": 1 })
+                    .await
+                    .map_err(self.m())?
+                    .try_collect::<Vec<Waiting>>()
+                    .await
+                    .map_err(self.m())
+            })
+            .collect();
+        let found: Vec<Result<Vec<Waiting>>> =
+            futures::stream::iter(reads).buffered(self.inner.concurrency).collect().await;
+        // A pipeline update, so that `due_at` stays the later of `next_run_at` and a lease.
+        let update = UpdateModifications::Pipeline(vec![doc! { "$set": {
+            "next_run_at": ts(now),
+            "due_at": { "$max": [ts(now), { "$ifNull": ["$lease_until", 0_i64] }] },
+        } }]);
+        let mut ops = Vec::new();
+        let mut waiting = Vec::new();
+        for w in found.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten() {
+            let Some(&pos) = position.get(&(w.kind, w.first)) else { continue };
+            if w.next_run_at <= ts(now) {
+                continue;
+            }
+            let filter = doc! {
+                "_id": &w.id,
+                "status": JobStatus::Created.as_str(),
+                "epoch": w.epoch,
+                "next_run_at": { "$gt": ts(now) },
+            };
+            ops.push((filter, update.clone()));
+            waiting.push((pos, w));
+        }
+        let mut woken = Vec::new();
+        for (r, (pos, w)) in self.apply_updates(ops).await?.into_iter().zip(waiting) {
+            if r? {
+                let epoch = u64::try_from(w.epoch).map_err(|_| corrupt(format!("negative epoch {}", w.epoch)))?;
+                woken.push((pos, w.last, parse_id(&w.id)?, Epoch(epoch)));
+            }
+        }
+        woken.sort();
+        Ok(woken.into_iter().map(|(_, _, id, e)| (id, e)).collect())
     }
 
     async fn extend_lease(&self, id: JobId, epoch: Epoch, until: Timestamp) -> Result<()> {
@@ -830,7 +1022,8 @@ mod plans {
         find("get_job / history", doc! { "_id": &id }, None).await;
         let k = KeyDoc::from_key(&key(JobKind::SnosRun, 3)).unwrap();
         find("get_job_by_key / create lookups", key_filter(&k), None).await;
-        find("wake_jobs: candidates", wake_filter(&c, JobKind::SnosRun, 3), None).await;
+        find("wake_jobs: candidates, one block", wake_filter(&c, kind_code(JobKind::SnosRun), 3, 3), None).await;
+        find("wake_jobs: candidates, a run of blocks", wake_filter(&c, kind_code(JobKind::SnosRun), 3, 7), None).await;
         assert_id_lookup(
             "wake_jobs: move one",
             &doc! { "_id": &id, "status": "created", "epoch": 0_i64, "next_run_at": { "$gt": 5_i64 } },
@@ -887,5 +1080,113 @@ mod plans {
             .unwrap();
         assert_indexed("count_jobs", &out);
         db.drop().await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod batched {
+    //! Batched writes give the same per-item outcomes with `bulkWrite` (the test server has it)
+    //! and with the one-`update_one`-per-job fallback for servers older than MongoDB 8.0.
+
+    use orch_core::job::JobMeta;
+    use orch_core::types::{BlockRange, WorkerId};
+
+    use super::*;
+    use crate::MongoConfig;
+
+    #[test]
+    fn clusters_join_nearby_blocks_only() {
+        assert_eq!(clusters(vec![]), vec![]);
+        assert_eq!(clusters(vec![7, 3, 7, 5]), vec![(3, 7)]);
+        assert_eq!(
+            clusters(vec![1, 1 + WAKE_GAP, 2 + 3 * WAKE_GAP]),
+            vec![(1, 1 + WAKE_GAP), (2 + 3 * WAKE_GAP, 2 + 3 * WAKE_GAP)]
+        );
+        assert_eq!(clusters(vec![i64::MAX, 0]), vec![(0, 0), (i64::MAX, i64::MAX)]);
+    }
+
+    fn new_job(c: &ChainId, kind: JobKind, b: u64, next_run_at: Timestamp) -> NewJob {
+        NewJob {
+            id: JobId::random(),
+            key: JobKey { chain: c.clone(), kind, range: BlockRange::single(b) },
+            max_attempts: 3,
+            next_run_at,
+            deps: vec![],
+            meta: JobMeta::default(),
+        }
+    }
+
+    async fn run(store: &MongoStore) {
+        let c = ChainId::new("batched").unwrap();
+        let t0 = Timestamp(1_000);
+        let snos: Vec<NewJob> = (0..3).map(|b| new_job(&c, JobKind::SnosRun, b, t0)).collect();
+        store.create_jobs(snos, t0).await.unwrap();
+        let later = Timestamp(1_000_000);
+        let waiting: Vec<NewJob> =
+            [1, 2, 40].into_iter().map(|b| new_job(&c, JobKind::ProofCreation, b, later)).collect();
+        let waiting = store.create_jobs(waiting, t0).await.unwrap();
+
+        let req = ClaimRequest {
+            chain: c.clone(),
+            owner: WorkerId("w".into()),
+            now: t0,
+            lease_until: Timestamp(t0.0 + 60_000),
+            wants: vec![(JobKind::SnosRun, 2)],
+        };
+        let claimed = store.claim_jobs(&req).await.unwrap();
+        assert_eq!(claimed.iter().map(|j| j.key.range.first()).collect::<Vec<_>>(), vec![0, 1]);
+        for j in &claimed {
+            assert_eq!((j.version.0, j.epoch.0, j.status), (2, 1, JobStatus::Processing));
+            assert_eq!(store.get_job(j.id).await.unwrap(), *j);
+        }
+
+        let mut done = claimed[0].clone();
+        done.status = JobStatus::Completed;
+        done.lease = None;
+        let mut stale = claimed[1].clone();
+        stale.version.0 -= 1;
+        let mut unknown = claimed[1].clone();
+        unknown.id = JobId::random();
+        let now = Timestamp(t0.0 + 5);
+        let writes: Vec<JobWrite> =
+            [done, stale, unknown].into_iter().map(|job| JobWrite { job, transition: None, now }).collect();
+        let out = store.update_jobs(&writes).await.unwrap();
+        let stored = out[0].as_ref().unwrap();
+        assert_eq!((stored.version.0, stored.status), (3, JobStatus::Completed));
+        assert_eq!(store.get_job(stored.id).await.unwrap(), *stored);
+        assert!(matches!(out[1], Err(Error::VersionConflict { .. })), "{:?}", out[1]);
+        assert!(matches!(out[2], Err(Error::NotFound { .. })), "{:?}", out[2]);
+        assert_eq!(store.get_job(claimed[1].id).await.unwrap(), claimed[1], "a conflict writes nothing");
+
+        // Blocks 40 and 1 wait and are targeted; block 2 waits inside the run 1..=3 but is not.
+        let targets = [
+            (JobKind::ProofCreation, 40),
+            (JobKind::ProofCreation, 1),
+            (JobKind::ProofCreation, 3),
+            (JobKind::SnosRun, 7),
+        ];
+        let woken = store.wake_jobs(&c, &targets, now).await.unwrap();
+        let ids = |i: usize| (waiting[i].job().id, waiting[i].job().epoch);
+        assert_eq!(woken, vec![ids(2), ids(0)]);
+        assert_eq!(store.get_job(waiting[1].job().id).await.unwrap(), *waiting[1].job());
+        assert!(store.wake_jobs(&c, &targets, now).await.unwrap().is_empty(), "woken jobs are due");
+    }
+
+    #[tokio::test]
+    async fn with_and_without_bulk_write() {
+        let Ok(url) = std::env::var("ORCH_TEST_MONGO_URL") else {
+            eprintln!("skipping: set ORCH_TEST_MONGO_URL (scripts/services.sh does)");
+            return;
+        };
+        for bulk in [true, false] {
+            let mut config = MongoConfig::new(url.clone());
+            config.database = format!("orchtest_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+            let store = MongoStore::connect_and_migrate(config).await.unwrap();
+            store.inner.bulk.store(bulk, Ordering::Relaxed);
+            run(&store).await;
+            // The test server has `bulkWrite`: the batched path ran and stayed on.
+            assert_eq!(store.inner.bulk.load(Ordering::Relaxed), bulk);
+            store.inner.db.drop().await.unwrap();
+        }
     }
 }

@@ -6,7 +6,9 @@ mod db;
 mod error;
 mod schema;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection};
@@ -38,7 +40,17 @@ struct Inner {
     leaders: Collection<mongodb::bson::Document>,
     ctx: Ctx,
     concurrency: usize,
+    /// Whether the server takes MongoDB 8.0's `bulkWrite` command; cleared for good on the
+    /// first refusal (an older server), after which writes go one `update_one` each.
+    bulk: AtomicBool,
+    /// One lock per `(chain, kind code)`: claims made through this store take turns, so they
+    /// never race each other for the same candidates (claims from other stores are fenced by
+    /// the conditional writes as always).
+    claim_locks: Mutex<HashMap<(String, i32), ClaimLock>>,
 }
+
+/// What claims of one `(chain, kind)` take turns on.
+type ClaimLock = Arc<tokio::sync::Mutex<()>>;
 
 impl MongoStore {
     /// Validates `config`, connects, and checks the schema: a database orch never set up is an
@@ -105,6 +117,8 @@ impl MongoStore {
             db,
             ctx,
             concurrency: config.concurrency,
+            bulk: AtomicBool::new(true),
+            claim_locks: Mutex::new(HashMap::new()),
         };
         Ok(MongoStore { inner: Arc::new(inner) })
     }
