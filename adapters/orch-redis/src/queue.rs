@@ -1,5 +1,6 @@
 //! [`RedisQueue`]: a [`Queue`] on a Redis stream with a consumer group.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub(crate) struct Keys {
     pub(crate) delayed: String,
     pub(crate) inflight: String,
     pub(crate) dead: String,
+    /// Scratch key of a fast receive (the group's cursor before its read); empty between calls.
+    pub(crate) cursor: String,
 }
 
 impl Keys {
@@ -42,6 +45,7 @@ impl Keys {
             delayed: format!("{base}:delayed"),
             inflight: format!("{base}:inflight"),
             dead: format!("{base}:dead"),
+            cursor: format!("{base}:cursor"),
         }
     }
 }
@@ -52,7 +56,17 @@ struct Scripts {
     ack: Script,
     nack: Script,
     delay: Script,
+    bury: Script,
 }
+
+/// The two halves of a fast receive, sent with `EVAL` (not `EVALSHA`): inside `MULTI` a
+/// missing script would fail alone while the `XREADGROUP` between them still ran, leaving
+/// its entries in no batch. Redis caches the compiled script by its hash either way.
+const PRE: &str = include_str!("lua/pre.lua");
+const POST: &str = include_str!("lua/post.lua");
+
+/// Why the receive scripts dead-letter an entry that is not orch's (as in `take.lua`).
+const MALFORMED: &str = "malformed: an orch entry has fields p (payload) and a (attempt >= 1)";
 
 /// A queue on Redis Streams.
 ///
@@ -84,27 +98,76 @@ struct Inner {
     max_deliveries: u32,
     poll: Duration,
     scripts: Scripts,
+    /// A fast receive saw a batch past its deadline but had no room to claim its messages:
+    /// the next receive runs the full take script first.
+    reclaim_due: AtomicBool,
 }
 
-/// A receipt is `<entry id>/<visibility deadline in ms>`: the deadline changes with every
-/// delivery, which is what makes an old receipt stale.
-fn receipt(id: &str, deadline: i64) -> Receipt {
-    Receipt(format!("{id}/{deadline}"))
+/// The batch a delivery came in: the id range one `XREADGROUP` handed out and its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Batch<'a> {
+    first: &'a str,
+    last: &'a str,
+    deadline: i64,
 }
 
-fn parse_receipt(r: &Receipt) -> Result<(&str, i64)> {
+/// One parsed receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parsed<'a> {
+    id: &'a str,
+    /// The entry's delivery count (pending list) at this delivery: every later delivery
+    /// raises it, which is what makes an old receipt stale.
+    count: u64,
+    /// `None` for a message claimed again after its visibility timeout.
+    batch: Option<Batch<'a>>,
+}
+
+/// A receipt is `<entry id>/<delivery count>/<deadline>/<first id>/<last id>` for a message
+/// read as new, `<entry id>/<delivery count>` for one delivered again.
+fn receipt(id: &str, count: u64, batch: Option<Batch<'_>>) -> Receipt {
+    match batch {
+        Some(b) => Receipt(format!("{id}/{count}/{}/{}/{}", b.deadline, b.first, b.last)),
+        None => Receipt(format!("{id}/{count}")),
+    }
+}
+
+/// A stream entry id `<ms>-<seq>` as numbers (which order like the ids), or `None`.
+fn entry_id(s: &str) -> Option<(u64, u64)> {
+    let digits = |p: &str| (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten();
+    let (ms, seq) = s.split_once('-')?;
+    Some((digits(ms)?, digits(seq)?))
+}
+
+fn parse_receipt(r: &Receipt) -> Result<Parsed<'_>> {
     let bad = || {
         Error::invalid_input(
             "receipt",
-            format!("{:?} is not a Redis queue receipt (expected <entry id>/<deadline>)", r.0),
+            format!(
+                "{:?} is not a Redis queue receipt (expected <entry id>/<delivery count>[/<deadline>/<first id>/<last id>])",
+                r.0
+            ),
         )
     };
-    let (id, deadline) = r.0.split_once('/').ok_or_else(bad)?;
-    let (ms, seq) = id.split_once('-').ok_or_else(bad)?;
-    if ms.is_empty() || seq.is_empty() || !ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    Ok((id, deadline.parse().map_err(|_| bad())?))
+    let mut parts = r.0.split('/');
+    let id = parts.next().ok_or_else(bad)?;
+    let n = entry_id(id).ok_or_else(bad)?;
+    let count = parts.next().filter(|c| c.bytes().all(|b| b.is_ascii_digit())).and_then(|c| c.parse().ok());
+    let count = count.ok_or_else(bad)?;
+    let batch = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (None, ..) => None,
+        (Some(deadline), Some(first), Some(last), None) => {
+            // The entry lies in its batch's range (`(` before the first id: exclusive): the
+            // batch check vouches for nothing else.
+            let (open, from) = first.strip_prefix('(').map_or((false, first), |f| (true, f));
+            let (f, l) = (entry_id(from).ok_or_else(bad)?, entry_id(last).ok_or_else(bad)?);
+            if !((f < n || (f == n && !open)) && n <= l) {
+                return Err(bad());
+            }
+            Some(Batch { first, last, deadline: deadline.parse().map_err(|_| bad())? })
+        }
+        _ => return Err(bad()),
+    };
+    Ok(Parsed { id, count, batch })
 }
 
 fn ms(d: Duration) -> u64 {
@@ -175,7 +238,9 @@ impl RedisQueue {
                     ack: Script::new(include_str!("lua/ack.lua")),
                     nack: Script::new(include_str!("lua/nack.lua")),
                     delay: Script::new(include_str!("lua/delay.lua")),
+                    bury: Script::new(include_str!("lua/bury.lua")),
                 },
+                reclaim_due: AtomicBool::new(false),
             }),
         };
         // A PING proves the credentials and the database index now, not at the first send.
@@ -239,6 +304,7 @@ impl RedisQueue {
             .arg(&k.delayed)
             .arg(&k.inflight)
             .arg(&k.dead)
+            .arg(&k.cursor)
             .query_async::<()>(&mut c)
             .await
             .map_err(|e| self.err(e, "delete the queue's keys"))
@@ -265,9 +331,125 @@ impl RedisQueue {
         }
     }
 
-    /// One atomic take; creates the group when Redis lost it (a restart without persistence,
-    /// or a queue nobody set up).
+    /// Takes up to `max` messages: usually the fast way (new entries only), with the full
+    /// take script when a batch's deadline passed, so its messages are claimed again.
     async fn take(&self, max: usize, visibility: Duration) -> Result<Taken> {
+        if self.inner.reclaim_due.swap(false, Ordering::Relaxed) {
+            return self.take_all(max, visibility).await;
+        }
+        let (mut taken, expired) = self.take_new(max, visibility).await?;
+        if expired {
+            if taken.got.len() < max {
+                let more = self.take_all(max - taken.got.len(), visibility).await?;
+                taken.got.extend(more.got);
+                taken.dead.extend(more.dead);
+                (taken.wake, taken.last_id) = (more.wake, more.last_id);
+            } else {
+                self.inner.reclaim_due.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// The fast take, one round trip: `MULTI`, a script that promotes due delayed messages
+    /// and notes the group's cursor, `XREADGROUP` straight to this client (no trip through
+    /// Lua), a script that records what it handed out as one batch, `EXEC`. Returns whether a
+    /// batch's deadline has passed. Entries that are not orch's, or past `max_deliveries`,
+    /// go to the dead-letter stream in a second call (a crash before it leaves them in their
+    /// batch, and the full take script buries them after the deadline).
+    async fn take_new(&self, max: usize, visibility: Duration) -> Result<(Taken, bool)> {
+        let k = &self.inner.keys;
+        let mut p = redis::pipe();
+        p.atomic().ignore_errors();
+        p.cmd("EVAL").arg(PRE).arg(5).arg(&k.stream).arg(&k.delayed).arg(&k.inflight).arg(&k.cursor).arg(&k.dead);
+        p.arg(&self.inner.group).arg(PROMOTE_LIMIT);
+        p.cmd("XREADGROUP").arg("GROUP").arg(&self.inner.group).arg(&self.inner.consumer).arg("COUNT").arg(max);
+        p.arg("STREAMS").arg(&k.stream).arg(">");
+        p.cmd("EVAL").arg(POST).arg(4).arg(&k.stream).arg(&k.delayed).arg(&k.inflight).arg(&k.cursor);
+        p.arg(&self.inner.group).arg(ms(visibility.min(MAX_VISIBILITY)).max(1));
+        let mut c = self.inner.conn.clone();
+        let mut created = false;
+        let [pre, read, post] = loop {
+            let v: Value = p.query_async(&mut c).await.map_err(|e| self.err(e, "receive"))?;
+            let Ok::<[Value; 3], _>(parts) = (match v {
+                Value::Array(parts) => parts.try_into(),
+                _ => Err(Vec::new()),
+            }) else {
+                return Err(self.bad_reply());
+            };
+            match &parts[1] {
+                Value::ServerError(e) if e.code() == "NOGROUP" && !created => {
+                    tracing::info!(target: "orch::queue", queue = %self.inner.queue, group = %self.inner.group,
+                        "consumer group missing (new queue or Redis lost its data); creating it");
+                    self.create_group().await?;
+                    created = true;
+                }
+                _ => break parts,
+            }
+        };
+        let [pre, read, post] = [pre, read, post].map(|v| v.extract_error().map_err(|e| self.err(e, "receive")));
+        let (pre, read, post) = (pre?, read?, post?);
+        let (expired, mut dead) = parse_pre(pre).ok_or_else(|| self.bad_reply())?;
+        let (deadline, first, last, wake, last_id) = parse_post(post).ok_or_else(|| self.bad_reply())?;
+        let batch = (!first.is_empty()).then_some(Batch { first: &first, last: &last, deadline });
+        let entries = stream_entries(read).ok_or_else(|| self.bad_reply())?;
+        if batch.is_none() && !entries.is_empty() {
+            // post.lua found no cursor to record a range from (cannot happen while pre.lua
+            // runs first in the same MULTI): record the entries one by one instead.
+            let member = entries.iter().fold(String::from("L"), |m, (id, _)| m + " " + id);
+            redis::cmd("ZADD")
+                .arg(&k.inflight)
+                .arg(deadline)
+                .arg(member)
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(|e| self.err(e, "receive"))?;
+        }
+        let mut got = Vec::new();
+        let mut bury: Vec<(String, &str)> = Vec::new();
+        for (id, fields) in entries {
+            let mut f = fields.into_iter();
+            let (mut payload, mut attempt) = (None, None);
+            while let (Some(name), Some(value)) = (f.next(), f.next()) {
+                match (&name, value) {
+                    (Value::BulkString(n), Value::BulkString(v)) if n == b"p" => payload = Some(v),
+                    (Value::BulkString(n), Value::BulkString(v)) if n == b"a" => attempt = Some(v),
+                    _ => {}
+                }
+            }
+            // As take.lua: the attempt is a decimal integer >= 1.
+            let attempt = attempt
+                .filter(|a| !a.is_empty() && a.iter().all(u8::is_ascii_digit))
+                .map(|a| std::str::from_utf8(&a).ok().and_then(|a| a.parse::<u64>().ok()).unwrap_or(u64::MAX))
+                .filter(|a| *a >= 1);
+            match (payload, attempt) {
+                (Some(payload), Some(a)) if a <= u64::from(self.inner.max_deliveries) => {
+                    got.push(Delivery { payload, receipt: receipt(&id, 1, batch), attempt: a as u32 });
+                }
+                (Some(_), Some(_)) => bury.push((id, "max_deliveries")),
+                _ => bury.push((id, MALFORMED)),
+            }
+        }
+        if !bury.is_empty() {
+            let mut inv = self.inner.scripts.bury.key(&k.stream);
+            inv.key(&k.dead).arg(&self.inner.group);
+            for (id, reason) in &bury {
+                inv.arg(id).arg(*reason);
+            }
+            inv.invoke_async::<u64>(&mut c).await.map_err(|e| self.err(e, "dead-letter unusable entries"))?;
+            dead.extend(bury.into_iter().map(|(id, reason)| (id, reason.to_owned())));
+        }
+        Ok((Taken { got, dead, wake, last_id }, expired))
+    }
+
+    fn bad_reply(&self) -> Error {
+        Error::internal(format!("unexpected reply to receive (queue {})", self.inner.queue))
+    }
+
+    /// The full take script (delayed, expired batches, new entries) in one atomic step;
+    /// creates the group when Redis lost it (a restart without persistence, or a queue
+    /// nobody set up).
+    async fn take_all(&self, max: usize, visibility: Duration) -> Result<Taken> {
         let mut c = self.inner.conn.clone();
         let v: Value = match self.take_invocation(max, visibility).invoke_async(&mut c).await {
             Ok(v) => v,
@@ -279,9 +461,7 @@ impl RedisQueue {
             }
             Err(e) => return Err(self.err(e, "receive")),
         };
-        Taken::parse(v).ok_or_else(|| {
-            Error::internal(format!("unexpected reply of the receive script (queue {})", self.inner.queue))
-        })
+        Taken::parse(v).ok_or_else(|| self.bad_reply())
     }
 
     fn take_invocation(&self, max: usize, visibility: Duration) -> redis::ScriptInvocation<'_> {
@@ -326,6 +506,7 @@ impl RedisQueue {
 }
 
 /// What the take script returned.
+#[derive(Debug)]
 struct Taken {
     got: Vec<Delivery>,
     dead: Vec<(String, String)>,
@@ -335,31 +516,42 @@ struct Taken {
 
 impl Taken {
     fn parse(v: Value) -> Option<Taken> {
-        let Value::Array(mut parts) = v else { return None };
-        if parts.len() != 4 {
-            return None;
-        }
-        let last_id = string(parts.pop()?)?;
-        let wake = match parts.pop()? {
+        let Value::Array(parts) = v else { return None };
+        let [deadline, first, last, fresh, again, dead, wake, last_id]: [Value; 8] = parts.try_into().ok()?;
+        let deadline = int(deadline)?;
+        let (first, last) = (string(first)?, string(last)?);
+        let last_id = string(last_id)?;
+        let wake = match wake {
             Value::Int(n) if n >= 0 => Some(Duration::from_millis(n as u64)),
             Value::Int(_) => None,
             _ => return None,
         };
-        let Value::Array(dead) = parts.pop()? else { return None };
-        let Value::Array(out) = parts.pop()? else { return None };
-        let mut got = Vec::with_capacity(out.len());
-        for m in out {
-            let Value::Array(f) = m else { return None };
-            let mut f = f.into_iter();
-            let id = string(f.next()?)?;
-            let Value::Int(deadline) = f.next()? else { return None };
-            let Value::Int(attempt) = f.next()? else { return None };
-            let Value::BulkString(payload) = f.next()? else { return None };
+        let (Value::Array(fresh), Value::Array(again), Value::Array(dead)) = (fresh, again, dead) else {
+            return None;
+        };
+        let mut got = Vec::with_capacity(fresh.len() / 3 + again.len() / 4);
+        let mut again = again.into_iter();
+        while let Some(id) = again.next() {
+            let (id, count, attempt) = (string(id)?, int(again.next()?)?, int(again.next()?)?);
+            let Value::BulkString(payload) = again.next()? else { return None };
             got.push(Delivery {
                 payload,
-                receipt: receipt(&id, deadline),
+                receipt: receipt(&id, u64::try_from(count).ok()?, None),
                 attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
             });
+        }
+        if !fresh.is_empty() {
+            let batch = Batch { first: &first, last: &last, deadline };
+            let mut fresh = fresh.into_iter();
+            while let Some(id) = fresh.next() {
+                let (id, attempt) = (string(id)?, int(fresh.next()?)?);
+                let Value::BulkString(payload) = fresh.next()? else { return None };
+                got.push(Delivery {
+                    payload,
+                    receipt: receipt(&id, 1, Some(batch)),
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                });
+            }
         }
         let dead = dead
             .into_iter()
@@ -373,6 +565,77 @@ impl Taken {
             .collect();
         Some(Taken { got, dead, wake, last_id })
     }
+}
+
+/// An integer reply, or a decimal one sent as a string (a stream field read by the script).
+fn int(v: Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(n),
+        Value::BulkString(b) => std::str::from_utf8(&b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// `{expired, {{id, reason}...}}` from pre.lua.
+fn parse_pre(v: Value) -> Option<(bool, Vec<(String, String)>)> {
+    let Value::Array(parts) = v else { return None };
+    let [expired, dead]: [Value; 2] = parts.try_into().ok()?;
+    Some((int(expired)? == 1, parse_dead(dead)?))
+}
+
+/// `{deadline, first, last, wake, last id}` from post.lua.
+fn parse_post(v: Value) -> Option<(i64, String, String, Option<Duration>, String)> {
+    let Value::Array(parts) = v else { return None };
+    let [deadline, first, last, wake, last_id]: [Value; 5] = parts.try_into().ok()?;
+    let wake = match int(wake)? {
+        n if n >= 0 => Some(Duration::from_millis(n as u64)),
+        _ => None,
+    };
+    Some((int(deadline)?, string(first)?, string(last)?, wake, string(last_id)?))
+}
+
+/// Dead-lettered `{id, reason}` pairs reported by a script.
+fn parse_dead(v: Value) -> Option<Vec<(String, String)>> {
+    let Value::Array(dead) = v else { return None };
+    Some(
+        dead.into_iter()
+            .filter_map(|d| match d {
+                Value::Array(f) if f.len() == 2 => {
+                    let mut f = f.into_iter();
+                    Some((string(f.next()?)?, string(f.next()?)?))
+                }
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The entries of a one-stream `XREADGROUP` reply (RESP2 array or RESP3 map), as
+/// `(id, [field, value, ...])`; nothing for a nil reply.
+fn stream_entries(v: Value) -> Option<Vec<(String, Vec<Value>)>> {
+    let entries = match v {
+        Value::Nil => return Some(Vec::new()),
+        Value::Array(streams) => {
+            let Value::Array(s) = streams.into_iter().next()? else { return None };
+            let [_, entries]: [Value; 2] = s.try_into().ok()?;
+            entries
+        }
+        Value::Map(streams) => streams.into_iter().next()?.1,
+        _ => return None,
+    };
+    let Value::Array(entries) = entries else { return None };
+    entries
+        .into_iter()
+        .map(|e| {
+            let Value::Array(e) = e else { return None };
+            let [id, fields]: [Value; 2] = e.try_into().ok()?;
+            match fields {
+                Value::Array(f) => Some((string(id)?, f)),
+                Value::Map(f) => Some((string(id)?, f.into_iter().flat_map(|(k, v)| [k, v]).collect())),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn string(v: Value) -> Option<String> {
@@ -460,11 +723,29 @@ impl Queue for RedisQueue {
         let parsed = receipts.iter().map(parse_receipt).collect::<Result<Vec<_>>>()?;
         let mut c = self.inner.conn.clone();
         for chunk in parsed.chunks(ACK_CHUNK) {
+            // Receipts of one batch share one in-flight check: group them by batch.
+            let mut batches: Vec<(Batch<'_>, Vec<&str>)> = Vec::new();
+            let mut again = Vec::new();
+            for p in chunk {
+                match p.batch {
+                    None => again.push((p.id, p.count)),
+                    Some(b) => match batches.iter_mut().find(|(x, _)| *x == b) {
+                        Some((_, ids)) => ids.push(p.id),
+                        None => batches.push((b, vec![p.id])),
+                    },
+                }
+            }
             let k = &self.inner.keys;
             let mut inv = self.inner.scripts.ack.key(&k.stream);
-            inv.key(&k.inflight).arg(&self.inner.group);
-            for (id, deadline) in chunk {
-                inv.arg(*id).arg(*deadline);
+            inv.key(&k.inflight).arg(&self.inner.group).arg(batches.len());
+            for (b, ids) in &batches {
+                inv.arg(b.first).arg(b.last).arg(b.deadline).arg(ids.len());
+            }
+            for (_, ids) in &batches {
+                inv.arg(ids);
+            }
+            for (id, count) in again {
+                inv.arg(id).arg(count);
             }
             inv.invoke_async::<u64>(&mut c).await.map_err(|e| self.err(e, "ack"))?;
         }
@@ -472,7 +753,8 @@ impl Queue for RedisQueue {
     }
 
     async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
-        let (id, deadline) = parse_receipt(receipt)?;
+        let p = parse_receipt(receipt)?;
+        let (first, last) = p.batch.map_or(("", ""), |b| (b.first, b.last));
         let k = &self.inner.keys;
         let mut c = self.inner.conn.clone();
         self.inner
@@ -482,10 +764,12 @@ impl Queue for RedisQueue {
             .key(&k.inflight)
             .key(&k.delayed)
             .arg(&self.inner.group)
-            .arg(id)
-            .arg(deadline)
+            .arg(p.id)
+            .arg(p.count)
             .arg(ms(delay.min(MAX_DELAY)))
             .arg(token())
+            .arg(first)
+            .arg(last)
             .invoke_async::<u64>(&mut c)
             .await
             .map_err(|e| self.err(e, "nack"))?;
@@ -499,9 +783,28 @@ mod tests {
 
     #[test]
     fn receipts_round_trip_and_garbage_is_invalid_input() {
-        let r = receipt("1700000000000-3", 1_700_000_030_000);
-        assert_eq!(parse_receipt(&r).unwrap(), ("1700000000000-3", 1_700_000_030_000));
-        for bad in ["", "x", "1-2", "a-b/3", "1-2/x", "/5"] {
+        let b = Batch { first: "1700000000000-0", last: "1700000000001-7", deadline: 1_700_000_030_000 };
+        let r = receipt("1700000000000-3", 1, Some(b));
+        assert_eq!(parse_receipt(&r).unwrap(), Parsed { id: "1700000000000-3", count: 1, batch: Some(b) });
+        let r = receipt("1700000000000-3", 4, None);
+        assert_eq!(parse_receipt(&r).unwrap(), Parsed { id: "1700000000000-3", count: 4, batch: None });
+        let bad = [
+            "",
+            "x",
+            "1-2",
+            "a-b/3",
+            "1-2/x",
+            "1-2/-1",
+            "/5",
+            "1-2/3/4",
+            "1-2/3/4/1-0",
+            "1-2/3/x/1-0/1-5",
+            "1-2/3/4/1-0/1-5/9",
+            // outside the batch it names
+            "1-9/1/4/1-0/1-5",
+            "2-0/1/4/1-0/1-5",
+        ];
+        for bad in bad {
             let e = parse_receipt(&Receipt(bad.into())).unwrap_err();
             assert!(matches!(e, Error::InvalidInput { .. }), "{bad}: {e:?}");
         }

@@ -1,5 +1,6 @@
 //! Redis-specific behaviour beyond the conformance suite: dead-lettering, stale receipts,
-//! surviving a Redis restart, and clear errors for bad configuration.
+//! surviving a Redis restart, and clear errors for bad configuration. Entries orch did not
+//! write: `malformed.rs`.
 
 mod common;
 
@@ -25,41 +26,6 @@ async fn queue(url: &str, configure: impl FnOnce(&mut RedisConfig)) -> RedisQueu
 
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
-}
-
-#[tokio::test]
-async fn malformed_entry_is_dead_lettered_and_receive_keeps_going() {
-    let Some(url) = common::url() else { return };
-    let q = queue(&url, |_| {}).await;
-    let mut c = raw(&url).await;
-    // Written by something that is not orch: no `p`/`a` fields; then one with a bad attempt.
-    let _: String =
-        redis::cmd("XADD").arg(q.stream_key()).arg("*").arg("hello").arg("world").query_async(&mut c).await.unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(q.stream_key())
-        .arg("*")
-        .arg("p")
-        .arg("x")
-        .arg("a")
-        .arg("-1")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    q.send(vec![msg("good")]).await.unwrap();
-    let got = q.receive(10, VIS, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].payload, b"good");
-    q.ack(&[got[0].receipt.clone()]).await.unwrap();
-    assert_eq!(q.dead_letter_len().await.unwrap(), 2);
-    let dead: redis::streams::StreamRangeReply =
-        redis::cmd("XRANGE").arg(q.dead_letter_key()).arg("-").arg("+").query_async(&mut c).await.unwrap();
-    let first = &dead.ids[0];
-    assert!(first.get::<String>("reason").unwrap().starts_with("malformed"), "{first:?}");
-    assert_eq!(first.get::<String>("hello").as_deref(), Some("world"), "original fields are kept");
-    // Nothing is left behind: the stream is empty and nothing is redelivered.
-    assert_eq!(q.len().await.unwrap(), 0);
-    assert!(q.receive(10, Duration::from_secs(1), Duration::from_millis(300)).await.unwrap().is_empty());
-    q.teardown().await.unwrap();
 }
 
 #[tokio::test]
@@ -99,6 +65,83 @@ async fn redelivery_counts_attempts_and_makes_the_old_receipt_stale() {
     assert!(q.receive(1, VIS, Duration::from_millis(300)).await.unwrap().is_empty(), "stale nack made it visible");
     q.ack(&[again.receipt]).await.unwrap();
     assert_eq!(q.len().await.unwrap(), 0);
+    q.teardown().await.unwrap();
+}
+
+async fn in_flight_batches(url: &str, q: &RedisQueue) -> u64 {
+    let key = format!("orch:{{{}}}:inflight", q.name());
+    redis::cmd("ZCARD").arg(key).query_async(&mut raw(url).await).await.unwrap()
+}
+
+#[tokio::test]
+async fn partly_acked_batch_gives_back_only_the_rest_and_its_old_receipts_go_stale() {
+    let Some(url) = common::url() else { return };
+    let q = queue(&url, |_| {}).await;
+    q.send((0..5).map(|i| msg(&format!("m{i}"))).collect()).await.unwrap();
+    let first = q.receive(5, Duration::from_secs(1), Duration::from_secs(2)).await.unwrap();
+    assert_eq!(first.len(), 5);
+    q.ack(&[first[0].receipt.clone(), first[1].receipt.clone()]).await.unwrap();
+    // After the deadline the three unacked ones come back, once, with attempt 2.
+    let mut again = q.receive(10, VIS, Duration::from_secs(5)).await.unwrap();
+    again.sort_by(|a, b| a.payload.cmp(&b.payload));
+    let payloads: Vec<_> = again.iter().map(|d| d.payload.clone()).collect();
+    assert_eq!(payloads, [b"m2".to_vec(), b"m3".to_vec(), b"m4".to_vec()]);
+    assert!(again.iter().all(|d| d.attempt == 2), "{again:?}");
+    // The first receipts of those three are stale now: acking or nacking them does nothing.
+    q.ack(&first.iter().map(|d| d.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+    q.nack(&first[2].receipt, Duration::ZERO).await.unwrap();
+    assert_eq!(q.len().await.unwrap(), 3);
+    assert!(q.receive(10, VIS, Duration::from_millis(300)).await.unwrap().is_empty(), "stale receipt acted");
+    q.ack(&again.iter().map(|d| d.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(q.len().await.unwrap(), 0);
+    q.teardown().await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_batch_is_given_back_in_parts_without_duplicates() {
+    let Some(url) = common::url() else { return };
+    let q = queue(&url, |_| {}).await;
+    q.send((0..5).map(|i| msg(&format!("m{i}"))).collect()).await.unwrap();
+    assert_eq!(q.receive(5, Duration::from_secs(1), Duration::from_secs(2)).await.unwrap().len(), 5);
+    let part = q.receive(2, VIS, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(part.len(), 2, "{part:?}");
+    let rest = q.receive(10, VIS, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(rest.len(), 3, "{rest:?}");
+    let mut all: Vec<_> = part.iter().chain(&rest).map(|d| (d.payload.clone(), d.attempt)).collect();
+    all.sort();
+    assert_eq!(all, (0..5).map(|i| (format!("m{i}").into_bytes(), 2)).collect::<Vec<_>>());
+    // A redelivered message's receipt nacks and acks like any other.
+    q.nack(&part[0].receipt, Duration::ZERO).await.unwrap();
+    let third = q.receive(10, VIS, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert_eq!((third[0].payload.clone(), third[0].attempt), (part[0].payload.clone(), 3));
+    let receipts: Vec<_> = part[1..].iter().chain(&rest).chain(&third).map(|d| d.receipt.clone()).collect();
+    q.ack(&receipts).await.unwrap();
+    assert_eq!(q.len().await.unwrap(), 0);
+    assert!(q.receive(10, Duration::from_secs(1), Duration::from_millis(300)).await.unwrap().is_empty());
+    q.teardown().await.unwrap();
+}
+
+#[tokio::test]
+async fn acked_batches_leave_the_in_flight_set_and_receipts_outlive_their_deadline() {
+    let Some(url) = common::url() else { return };
+    let q = queue(&url, |_| {}).await;
+    q.send((0..3).map(|i| msg(&format!("m{i}"))).collect()).await.unwrap();
+    let got = q.receive(3, VIS, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(in_flight_batches(&url, &q).await, 1);
+    q.ack(&got[..2].iter().map(|d| d.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(in_flight_batches(&url, &q).await, 1, "one message of the batch is still in flight");
+    q.ack(&[got[2].receipt.clone()]).await.unwrap();
+    assert_eq!(in_flight_batches(&url, &q).await, 0);
+    // A receipt is valid until its message is delivered again, even past the deadline.
+    q.send(vec![msg("late")]).await.unwrap();
+    let d = q.receive(1, Duration::from_millis(200), Duration::from_secs(2)).await.unwrap().remove(0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    q.ack(&[d.receipt]).await.unwrap();
+    assert_eq!(q.len().await.unwrap(), 0);
+    assert!(q.receive(1, VIS, Duration::from_millis(300)).await.unwrap().is_empty());
+    assert_eq!(in_flight_batches(&url, &q).await, 0);
     q.teardown().await.unwrap();
 }
 

@@ -1,6 +1,8 @@
 //! Behaviour of the SQS queue beyond the conformance suite: redrive to the dead-letter queue,
-//! foreign messages, limits, and failures (missing queue, unreachable endpoint, a connection
-//! cut in the middle of work).
+//! limits, and failures (missing queue, unreachable endpoint, a connection cut in the middle
+//! of work). Messages orch did not write: `malformed.rs`.
+
+mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,60 +11,17 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use orch_core::error::Error;
 use orch_core::queue::{OutMessage, Queue};
-use orch_core::secret::Secret;
 use orch_sqs::{SqsConfig, SqsQueue, MAX_DELAY, MAX_PAYLOAD_BYTES};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-fn endpoint() -> Option<String> {
-    let e = std::env::var("ORCH_TEST_AWS_ENDPOINT").ok();
-    if e.is_none() {
-        eprintln!("skipping: set ORCH_TEST_AWS_ENDPOINT (scripts/services.sh does)");
-    }
-    e
-}
-
-/// Settings for a fresh, randomly named queue at `endpoint` with dummy credentials.
-fn config(endpoint: &str) -> SqsConfig {
-    SqsConfig {
-        endpoint: Some(endpoint.to_owned()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some(Secret::new("test".into())),
-        secret_access_key: Some(Secret::new("test".into())),
-        ..SqsConfig::new(format!("orch-test-{}", uuid::Uuid::new_v4().simple()))
-    }
-}
+use common::{config, dead_letters, endpoint};
 
 fn msg(s: &str) -> OutMessage {
     OutMessage { payload: s.as_bytes().to_vec(), delay: Duration::ZERO }
 }
 
 const VIS: Duration = Duration::from_secs(30);
-
-/// Bodies (and `orch_rejected` attributes) on the dead-letter queue, received raw.
-async fn dead_letters(q: &SqsQueue, want: usize) -> Vec<(String, Option<String>)> {
-    let url = q.dlq_url().await.unwrap();
-    let mut out = Vec::new();
-    let end = Instant::now() + Duration::from_secs(10);
-    while out.len() < want && Instant::now() < end {
-        let got = q
-            .client()
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages.unwrap_or_default() {
-            let why =
-                m.message_attributes.as_ref().and_then(|a| a.get("orch_rejected")).and_then(|v| v.string_value.clone());
-            out.push((m.body.unwrap_or_default(), why));
-        }
-    }
-    out
-}
 
 #[tokio::test]
 async fn setup_is_idempotent_and_applies_a_changed_redrive_count() {
@@ -126,48 +85,6 @@ async fn message_nacked_past_max_receive_count_lands_in_the_dlq() {
     // The dead letter keeps orch's encoding: it can be inspected or redriven as is.
     assert_eq!(dead[0].0.len(), 344);
     assert!(dead[0].0.ends_with("AA=="), "{}", dead[0].0);
-}
-
-#[tokio::test]
-async fn foreign_bodies_are_dead_lettered_and_receive_goes_on() {
-    let Some(ep) = endpoint() else { return };
-    let q = SqsQueue::connect(config(&ep)).await.unwrap();
-    q.setup().await.unwrap();
-    let url = q.queue_url().await.unwrap();
-    for body in ["{\"v\":1,\"job_id\":\"not base64\"}", "Zh=="] {
-        q.client().send_message().queue_url(&url).message_body(body).send().await.unwrap();
-    }
-    q.send(vec![msg("ours")]).await.unwrap();
-    let mut got = Vec::new();
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        got.extend(q.receive(10, VIS, Duration::from_secs(1)).await.expect("receive keeps going"));
-        if !got.is_empty() {
-            break;
-        }
-    }
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].payload, b"ours");
-    q.ack(&[got[0].receipt.clone()]).await.unwrap();
-    let mut dead = dead_letters(&q, 2).await;
-    dead.sort();
-    assert_eq!(dead.len(), 2, "{dead:?}");
-    assert_eq!(dead[0].0, "Zh==");
-    assert_eq!(dead[1].0, "{\"v\":1,\"job_id\":\"not base64\"}");
-    assert!(dead.iter().all(|(_, why)| why.as_deref().is_some_and(|w| w.contains("base64"))), "{dead:?}");
-    // Gone from the queue itself, not just hidden.
-    let attrs = q
-        .client()
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap_or_default();
-    assert!(attrs.values().all(|v| v == "0"), "{attrs:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,162 @@
+//! Messages orch cannot use, written to the live Redis by a foreign producer: where they end
+//! up, the warning that names the problem, and that the next good message still gets through.
+//!
+//! Two levels: a stream entry without orch's fields is dead-lettered by the adapter
+//! (`orch::queue` warning); an entry in orch's format whose payload is not a wake message is
+//! delivered, and the engine drops it (`orch::engine` warning).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::logs;
+use orch_core::clock::SystemClock;
+use orch_core::db::Database;
+use orch_core::engine::{Engine, EngineConfig, Roles};
+use orch_core::queue::{OutMessage, Queue, WakeMessage};
+use orch_core::types::{ChainId, Epoch, JobId, JobKind, Timestamp};
+use orch_redis::{RedisConfig, RedisQueue};
+use orch_testkit::mem::MemDatabase;
+use orch_testkit::noop::{noop_jobs, NoopHandler};
+
+const VIS: Duration = Duration::from_secs(30);
+
+async fn queue(url: &str) -> RedisQueue {
+    let q = RedisQueue::connect(RedisConfig::new(url, common::queue_name())).await.expect("connect");
+    q.setup().await.expect("setup");
+    q
+}
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Polls `done` every 20ms for up to 30s; the caller asserts on what it then finds.
+async fn wait_until(mut done: impl AsyncFnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while !done().await && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_entries_are_dead_lettered_with_a_warning_and_receive_goes_on() {
+    let Some(url) = common::url() else { return };
+    logs::install();
+    let q = queue(&url).await;
+    let mut c = raw(&url).await;
+    // Written by something that is not orch: no `p`/`a` fields; then one with a bad attempt.
+    let _: String =
+        redis::cmd("XADD").arg(q.stream_key()).arg("*").arg("hello").arg("world").query_async(&mut c).await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(q.stream_key())
+        .arg("*")
+        .arg("p")
+        .arg("x")
+        .arg("a")
+        .arg("-1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    q.send(vec![OutMessage { payload: b"good".to_vec(), delay: Duration::ZERO }]).await.unwrap();
+    let got = q.receive(10, VIS, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].payload, b"good");
+    q.ack(&[got[0].receipt.clone()]).await.unwrap();
+
+    // Dead-lettered with the reason and the original fields.
+    assert_eq!(q.dead_letter_len().await.unwrap(), 2);
+    let dead: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(q.dead_letter_key()).arg("-").arg("+").query_async(&mut c).await.unwrap();
+    for d in &dead.ids {
+        assert!(d.get::<String>("reason").unwrap().starts_with("malformed"), "{d:?}");
+    }
+    assert_eq!(dead.ids[0].get::<String>("hello").as_deref(), Some("world"), "original fields are kept");
+    assert_eq!(dead.ids[1].get::<String>("a").as_deref(), Some("-1"), "original fields are kept");
+
+    // One warning per entry, naming the queue, the entry, the reason and where it went.
+    let ours = format!("queue={}", q.name());
+    let warnings: Vec<_> = logs::captured()
+        .into_iter()
+        .filter(|l| l.level == tracing::Level::WARN && l.target == "orch::queue" && l.text.contains(&ours))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    for (w, d) in warnings.iter().zip(&dead.ids) {
+        assert!(w.text.starts_with("message moved to the dead-letter stream"), "{w:?}");
+        assert!(w.text.contains("reason=malformed"), "{w:?}");
+        assert!(w.text.contains(&format!("entry={}", d.get::<String>("from").unwrap())), "{w:?} / {d:?}");
+        assert!(w.text.contains(&format!("dead_letter={}", q.dead_letter_key())), "{w:?}");
+    }
+
+    // Nothing is left behind: the stream is empty and nothing is redelivered.
+    assert_eq!(q.len().await.unwrap(), 0);
+    assert!(q.receive(10, Duration::from_secs(1), Duration::from_millis(300)).await.unwrap().is_empty());
+    q.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_drops_payloads_that_are_not_wake_messages_with_a_warning_and_acts_on_the_next() {
+    let Some(url) = common::url() else { return };
+    logs::install();
+    let q = queue(&url).await;
+    let chain = ChainId::new("malformed").unwrap();
+    let db: Arc<dyn Database> = Arc::new(MemDatabase::new());
+    // Workers wake only for queue messages: the sweep interval is far longer than the test.
+    let cfg = EngineConfig {
+        lease: Duration::from_secs(600),
+        poll_interval: Duration::from_secs(300),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
+        .config(cfg)
+        .roles(Roles { create: false, work: true })
+        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
+        .queue(Arc::new(q.clone()))
+        .build()
+        .unwrap();
+    let handle = engine.start();
+
+    // A foreign producer writing orch's entry format with payloads orch cannot parse: not JSON,
+    // and a wake message of a format version this orch does not know.
+    let newer = WakeMessage { v: 2, ..WakeMessage::new(JobId::random(), JobKind::SnosRun, Epoch(1)) };
+    let mut c = raw(&url).await;
+    for payload in [b"{\"oops".to_vec(), newer.encode()] {
+        let _: String = redis::cmd("XADD")
+            .arg(q.stream_key())
+            .arg("*")
+            .arg("p")
+            .arg(payload)
+            .arg("a")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    wait_until(async || engine.stats().malformed_messages >= 2).await;
+    assert_eq!(engine.stats().malformed_messages, 2);
+    let warnings: Vec<_> = logs::captured()
+        .into_iter()
+        .filter(|l| l.target == "orch::engine" && l.text.starts_with("dropping malformed queue message"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().all(|w| w.level == tracing::Level::WARN), "{warnings:?}");
+    assert!(warnings[0].text.contains("not an orch wake message"), "{:?}", warnings[0]);
+    assert!(warnings[1].text.contains("format version 2 is not supported"), "{:?}", warnings[1]);
+    // Dropped: acked (right after the warnings), not dead-lettered.
+    wait_until(async || q.len().await.unwrap() == 0).await;
+    assert_eq!(q.len().await.unwrap(), 0);
+    assert_eq!(q.dead_letter_len().await.unwrap(), 0);
+
+    // A due job that no worker looks for until a queue message wakes one (the workers went
+    // idle at start, and dropped messages wake nobody); the next good message does.
+    let job = db.create_jobs(noop_jobs(&chain, JobKind::SnosRun, 1), Timestamp(1)).await.unwrap()[0].job().clone();
+    let wake = WakeMessage::new(job.id, job.kind(), job.epoch);
+    q.send(vec![OutMessage { payload: wake.encode(), delay: Duration::ZERO }]).await.unwrap();
+    wait_until(async || engine.stats().completed >= 1).await;
+    assert_eq!(engine.stats().completed, 1);
+    assert_eq!(engine.stats().malformed_messages, 2);
+    assert_eq!(q.len().await.unwrap(), 0);
+    handle.shutdown().await;
+    q.teardown().await.unwrap();
+}
