@@ -106,6 +106,32 @@ svc_mongo() {
   export ORCH_TEST_MONGO_URL="${ORCH_TEST_MONGO_URL:-mongodb://127.0.0.1:27017/?directConnection=true}"
 }
 
+# The Kafka API on tansu (in memory). It does not auto-create topics: the adapter's `setup`
+# creates them. Also installs what rdkafka needs to build its bundled librdkafka (this script
+# runs before any cargo build in scripts/test.sh): cmake, and curl's headers (librdkafka 2.12
+# includes <curl/curl.h> even when built without curl; SASL, zstd and protoc are not needed). The tansu binary is built once into
+# the cache (about 9 minutes on 2 cores); ORCH_TEST_TANSU_BIN lets tests start private brokers.
+svc_kafka() {
+  command -v cmake >/dev/null || svc_apt cmake
+  [ -n "$(ls /usr/include/curl/curl.h /usr/include/*/curl/curl.h 2>/dev/null)" ] || svc_apt libcurl4-openssl-dev
+  local root="$ORCH_CACHE/tools/tansu"
+  local tansu="$root/bin/tansu"
+  if ! svc_listening 9092; then
+    if [ ! -x "$tansu" ]; then
+      svc_log "building tansu 0.6.0 into $root (once; about 9 minutes on 2 cores)"
+      cargo install tansu --version 0.6.0 --locked --features dynostore --quiet \
+        --root "$root" --target-dir "$ORCH_CACHE/tansu-build" >&2
+    fi
+    svc_spawn kafka "$tansu" broker --listener-url tcp://127.0.0.1:9092 \
+      --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/
+    svc_wait 9092 60 kafka
+  fi
+  export ORCH_TEST_KAFKA_BROKERS="${ORCH_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
+  if [ -x "$tansu" ]; then
+    export ORCH_TEST_TANSU_BIN="${ORCH_TEST_TANSU_BIN:-$tansu}"
+  fi
+}
+
 svc_stop() {
   local f pid
   for f in "$ORCH_SERVICES_DIR"/*.pid; do
@@ -124,6 +150,7 @@ else
   svc_rabbit
   svc_moto
   svc_mongo
+  svc_kafka
   svc_log "postgres, redis, rabbitmq, moto (sqs+s3), mongo (secantus) ready"
   if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     env | grep '^ORCH_TEST_' | sed 's/^/export /'

@@ -229,7 +229,7 @@ pub(crate) fn providers() -> Vec<ProviderInfo> {
         p("queue", "none", "", true),
         p("queue", "sqs", "sqs", cfg!(feature = "sqs")),
         p("queue", "rabbit", "rabbit", cfg!(feature = "rabbit")),
-        p("queue", "kafka", "", false),
+        p("queue", "kafka", "kafka", cfg!(feature = "kafka")),
         p("queue", "redis", "redis", cfg!(feature = "redis")),
         p("storage", "fs", "fs", cfg!(feature = "fs")),
         p("storage", "s3", "s3", cfg!(feature = "s3")),

@@ -135,6 +135,8 @@ async fn open_queue(cfg: &AppConfig) -> anyhow::Result<Option<Arc<dyn Queue>>> {
         "rabbit" => some(orch_rabbit::RabbitQueue::connect(cfg.queue.parse("queue")?).await?),
         #[cfg(feature = "sqs")]
         "sqs" => some(orch_sqs::SqsQueue::connect(cfg.queue.parse("queue")?).await?),
+        #[cfg(feature = "kafka")]
+        "kafka" => some(orch_kafka::KafkaQueue::connect(cfg.queue.parse("queue")?).await?),
         other => bail!("[queue] provider \"{other}\" is not available in this build"),
     })
 }

@@ -156,10 +156,17 @@ fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     }
 
     // A provider orch names but does not ship yet is said to be so (no feature to enable).
-    let kafka = p.join("kafka.toml");
-    std::fs::write(&kafka, "[queue]\nprovider = \"kafka\"\n").unwrap();
-    let o = run(&["config", "check", "--config", kafka.to_str().unwrap()]);
+    let starknet = p.join("starknet.toml");
+    std::fs::write(&starknet, "[chain]\nprovider = \"starknet\"\n").unwrap();
+    let o = run(&["config", "check", "--config", starknet.to_str().unwrap()]);
     assert_one_line_error(&o, "not in this release");
+    // One that ships behind a feature names the feature when it is not compiled in.
+    let kafka = p.join("kafka.toml");
+    std::fs::write(&kafka, "[queue]\nprovider = \"kafka\"\nbrokers = [\"127.0.0.1:1\"]\n").unwrap();
+    if !cfg!(feature = "kafka") {
+        let o = run(&["config", "check", "--config", kafka.to_str().unwrap()]);
+        assert_one_line_error(&o, "--features kafka");
+    }
 
     let o = run(&["dev", "--blocks", "-1", "--data-dir", ds]);
     assert_one_line_error(&o, "--blocks");
