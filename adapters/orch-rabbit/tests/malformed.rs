@@ -11,7 +11,6 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::logs;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -21,6 +20,7 @@ use orch_core::engine::{Engine, EngineConfig, Roles};
 use orch_core::queue::{OutMessage, Queue, WakeMessage};
 use orch_core::types::{ChainId, Epoch, JobId, JobKind, Timestamp};
 use orch_rabbit::RabbitQueue;
+use orch_testkit::logs;
 use orch_testkit::mem::MemDatabase;
 use orch_testkit::noop::{noop_jobs, NoopHandler};
 

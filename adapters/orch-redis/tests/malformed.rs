@@ -10,13 +10,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::logs;
 use orch_core::clock::SystemClock;
 use orch_core::db::Database;
 use orch_core::engine::{Engine, EngineConfig, Roles};
 use orch_core::queue::{OutMessage, Queue, WakeMessage};
 use orch_core::types::{ChainId, Epoch, JobId, JobKind, Timestamp};
 use orch_redis::{RedisConfig, RedisQueue};
+use orch_testkit::logs;
 use orch_testkit::mem::MemDatabase;
 use orch_testkit::noop::{noop_jobs, NoopHandler};
 

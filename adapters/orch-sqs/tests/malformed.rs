@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{config, counts, dead_letters, endpoint, logs};
+use common::{config, counts, dead_letters, endpoint};
 use orch_core::clock::SystemClock;
 use orch_core::db::Database;
 use orch_core::engine::{Engine, EngineConfig, Roles};
 use orch_core::queue::{OutMessage, Queue, WakeMessage};
 use orch_core::types::{ChainId, Epoch, JobId, JobKind, Timestamp};
 use orch_sqs::SqsQueue;
+use orch_testkit::logs;
 use orch_testkit::mem::MemDatabase;
 use orch_testkit::noop::{noop_jobs, NoopHandler};
 

@@ -2,8 +2,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod logs;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -2,8 +2,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod logs;
-
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
