@@ -690,7 +690,7 @@ impl Database for MongoStore {
         Ok(out)
     }
 
-    /// Targets are grouped per kind into runs of nearby blocks ([`clusters`]); each run is one
+    /// Targets are grouped per kind into runs of nearby blocks (`clusters`); each run is one
     /// read of `jobs_status` (status `created`, that kind, its blocks), the untargeted blocks
     /// of a run are dropped here, and every job still waiting is moved by one conditional
     /// update on `_id`, status, epoch and `next_run_at` (one batch for all targets).
