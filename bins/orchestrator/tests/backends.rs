@@ -115,7 +115,20 @@ fn ok_json(o: &Output, what: &str) -> Value {
         .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
-fn terminate(mut child: Child) {
+/// A running orchestrator that is killed if the test ends without stopping it (a failed
+/// assertion must not leave it running on the machine).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGTERM (a graceful drain), then SIGKILL after 20 s.
+fn terminate(child: &mut Running) {
+    let child = &mut child.0;
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -153,10 +166,10 @@ fn run_example_to_200_blocks(config: &str) {
     for (k, v) in &env {
         c.env(k, v);
     }
-    let child = c.spawn().expect("run starts");
+    let mut child = Running(c.spawn().expect("run starts"));
     let settled = wait_for_ledger(data, 200, STALL);
     let status = run_with(&cfg, data, &env, &["blocks", "status", "--json"]);
-    terminate(child);
+    terminate(&mut child);
     assert_eq!(settled, 200, "{config}: the devnet L1 must hold blocks 0..199 (has 0..{settled})");
     let s = ok_json(&status, "blocks status");
     assert_eq!(s["settlement_layer_through"], 199, "{config}: {s}");
@@ -361,15 +374,15 @@ fn postgres_going_away_mid_run_loses_and_repeats_nothing() {
     for (k, v) in &env {
         c.env(k, v);
     }
-    let mut child = c.spawn().expect("run starts");
+    let mut child = Running(c.spawn().expect("run starts"));
     let before = wait_for_ledger(data, 100, STALL);
     assert!((100..n).contains(&before), "must be mid-run when the database goes away (at {before})");
     pg.crash();
     std::thread::sleep(Duration::from_secs(5));
-    assert!(child.try_wait().unwrap().is_none(), "the orchestrator must wait for the database, not exit");
+    assert!(child.0.try_wait().unwrap().is_none(), "the orchestrator must wait for the database, not exit");
     pg.up();
     let after = wait_for_ledger(data, n, STALL);
-    terminate(child);
+    terminate(&mut child);
     assert_eq!(after, n, "every block settled after the database came back (had {before} before the outage)");
     assert_eq!(ledger_prefix(data), n);
 }
@@ -436,12 +449,12 @@ fn queue_outage_mid_run(provider: &str, service_var: &str) {
     for (k, v) in &env {
         c.env(k, v);
     }
-    let mut child = c.spawn().expect("run starts");
+    let mut child = Running(c.spawn().expect("run starts"));
     let before = wait_for_ledger(data, 100, STALL);
     assert!((100..n).contains(&before), "{provider}: must be mid-run when the broker goes away (at {before})");
     proxy.cut();
     std::thread::sleep(Duration::from_secs(5));
-    assert!(child.try_wait().unwrap().is_none(), "{provider}: the orchestrator must ride out the outage, not exit");
+    assert!(child.0.try_wait().unwrap().is_none(), "{provider}: the orchestrator must ride out the outage, not exit");
     let during = proxy.bytes();
     proxy.restore();
     let after = wait_for_ledger(data, n, STALL);
@@ -451,7 +464,7 @@ fn queue_outage_mid_run(provider: &str, service_var: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let reconnected = proxy.bytes() > during;
-    terminate(child);
+    terminate(&mut child);
     assert_eq!(after, n, "{provider}: every block settled after the outage (had {before} before it)");
     assert_eq!(ledger_prefix(data), n, "{provider}: nothing applied twice");
     assert!(reconnected, "{provider}: no traffic reached the broker after the outage ended");
