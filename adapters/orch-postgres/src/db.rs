@@ -74,17 +74,27 @@ fn claim_sql() -> Arc<str> {
     .clone()
 }
 
+/// The part [`CREATE_SQL`] and [`CREATE_NEW_SQL`] share: the batch as rows, and the insert's
+/// columns and values up to its `FROM`.
+macro_rules! create_insert_head {
+    () => {
+        concat!(
+            "WITH input AS ( ",
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[], ",
+            "$7::bigint[], $8::text[], $9::text[]) WITH ORDINALITY ",
+            "AS t(id, chain, kind, first_block, last_block, max_attempts, next_run_at, deps, meta, ord) ",
+            "), ins AS ( ",
+            "INSERT INTO jobs (id, chain, kind, first_block, last_block, status, version, epoch, attempts, ",
+            "max_attempts, next_run_at, deps, meta, created_at, updated_at) ",
+            "SELECT id::uuid, chain, kind, first_block, last_block, 'created', 1, 0, 0, max_attempts, next_run_at, ",
+        )
+    };
+}
+
 /// Create-if-absent for a whole batch: inserts in input order, skips taken keys, and reports
 /// the input positions it inserted.
 const CREATE_SQL: &str = concat!(
-    "WITH input AS ( ",
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[], ",
-    "$7::bigint[], $8::text[], $9::text[]) WITH ORDINALITY ",
-    "AS t(id, chain, kind, first_block, last_block, max_attempts, next_run_at, deps, meta, ord) ",
-    "), ins AS ( ",
-    "INSERT INTO jobs (id, chain, kind, first_block, last_block, status, version, epoch, attempts, ",
-    "max_attempts, next_run_at, deps, meta, created_at, updated_at) ",
-    "SELECT id::uuid, chain, kind, first_block, last_block, 'created', 1, 0, 0, max_attempts, next_run_at, ",
+    create_insert_head!(),
     "deps::jsonb, meta::jsonb, $10, $10 FROM input ORDER BY ord ",
     "ON CONFLICT (chain, first_block, last_block, kind) DO NOTHING ",
     "RETURNING id ",
@@ -98,14 +108,7 @@ const CREATE_SQL: &str = concat!(
 /// the caller runs [`CREATE_SQL`] instead. `OFFSET 0` keeps the `NOT EXISTS` a per-row probe
 /// of `jobs_key`: as an anti-join, a generic plan may hash the whole table instead.
 const CREATE_NEW_SQL: &str = concat!(
-    "WITH input AS ( ",
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[], ",
-    "$7::bigint[], $8::text[], $9::text[]) WITH ORDINALITY ",
-    "AS t(id, chain, kind, first_block, last_block, max_attempts, next_run_at, deps, meta, ord) ",
-    "), ins AS ( ",
-    "INSERT INTO jobs (id, chain, kind, first_block, last_block, status, version, epoch, attempts, ",
-    "max_attempts, next_run_at, deps, meta, created_at, updated_at) ",
-    "SELECT id::uuid, chain, kind, first_block, last_block, 'created', 1, 0, 0, max_attempts, next_run_at, ",
+    create_insert_head!(),
     "deps::jsonb, meta::jsonb, $10, $10 FROM input i WHERE NOT EXISTS (SELECT 1 FROM jobs x ",
     "WHERE x.chain = i.chain AND x.first_block = i.first_block AND x.last_block = i.last_block ",
     "AND x.kind = i.kind OFFSET 0) ORDER BY ord ",
