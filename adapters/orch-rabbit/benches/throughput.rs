@@ -14,15 +14,12 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use orch_core::queue::{OutMessage, Queue};
+use orch_core::queue::Queue;
 use orch_rabbit::{RabbitConfig, RabbitQueue};
+use orch_testkit::throughput::{self, payload, Sides};
 
 const N: usize = 20_000;
 const BATCH: usize = 100;
-
-fn payload(i: usize) -> Vec<u8> {
-    format!("{{\"v\":1,\"job\":\"{i:016x}\",\"kind\":\"snos_run\",\"epoch\":3}}").into_bytes()
-}
 
 fn name(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
@@ -33,19 +30,7 @@ async fn adapter(url: &str) -> Duration {
     c.prefetch = BATCH as u16;
     let q = RabbitQueue::connect(c).await.expect("connect");
     q.setup().await.expect("setup");
-    let start = Instant::now();
-    for b in 0..N / BATCH {
-        q.send((0..BATCH).map(|i| OutMessage { payload: payload(b * BATCH + i), delay: Duration::ZERO }).collect())
-            .await
-            .expect("send");
-        let mut got = 0;
-        while got < BATCH {
-            let d = q.receive(BATCH - got, Duration::from_secs(30), Duration::from_secs(1)).await.expect("receive");
-            got += d.len();
-            q.ack(&d.into_iter().map(|d| d.receipt).collect::<Vec<_>>()).await.expect("ack");
-        }
-    }
-    let t = start.elapsed();
+    let t = throughput::round_trip(&q, N, BATCH, Duration::from_secs(1)).await;
     q.teardown().await.expect("teardown");
     t
 }
@@ -100,27 +85,16 @@ async fn raw(url: &str) -> Duration {
     t
 }
 
-fn rate(d: Duration) -> f64 {
-    N as f64 / d.as_secs_f64()
-}
-
 fn main() {
     let Ok(url) = std::env::var("ORCH_TEST_AMQP_URL") else {
         println!("skipping: set ORCH_TEST_AMQP_URL (scripts/services.sh does)");
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let (mut a, mut r) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            a.push(rate(adapter(&url).await));
-            r.push(rate(raw(&url).await));
-        }
-        let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-        let (a, r) = (best(&a), best(&r));
-        println!("rabbitmq queue throughput, N={N}, batch={BATCH} (publish+confirm -> consume -> ack), best of 3:");
-        println!("  RabbitQueue : {a:>10.0} msg/s");
-        println!("  raw lapin   : {r:>10.0} msg/s");
-        println!("  ratio       : {:.2}x raw", a / r);
-    });
+    let sides = Sides {
+        title: &format!("rabbitmq queue throughput, N={N}, batch={BATCH} (publish+confirm -> consume -> ack)"),
+        adapter: "RabbitQueue",
+        raw: "raw lapin",
+    };
+    rt.block_on(throughput::compare(sides, N, 3, || adapter(&url), || raw(&url)));
 }

@@ -3,22 +3,17 @@
 //!
 //! Two levels: a stream entry without orch's fields is dead-lettered by the adapter
 //! (`orch::queue` warning); an entry in orch's format whose payload is not a wake message is
-//! delivered, and the engine drops it (`orch::engine` warning).
+//! delivered, and the engine drops it (`orch::engine` warning; the scenario is
+//! `orch_testkit::suite::queue::engine_drops_malformed_payloads_and_acts_on_the_next`).
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orch_core::clock::SystemClock;
-use orch_core::db::Database;
-use orch_core::engine::{Engine, EngineConfig, Roles};
-use orch_core::queue::{OutMessage, Queue, WakeMessage};
-use orch_core::types::{ChainId, Epoch, JobId, JobKind, Timestamp};
+use orch_core::queue::{OutMessage, Queue};
 use orch_redis::{RedisConfig, RedisQueue};
-use orch_testkit::logs;
-use orch_testkit::mem::MemDatabase;
-use orch_testkit::noop::{noop_jobs, NoopHandler};
+use orch_testkit::{logs, suite};
 
 const VIS: Duration = Duration::from_secs(30);
 
@@ -98,65 +93,11 @@ async fn foreign_entries_are_dead_lettered_with_a_warning_and_receive_goes_on() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_drops_payloads_that_are_not_wake_messages_with_a_warning_and_acts_on_the_next() {
     let Some(url) = common::url() else { return };
-    logs::install();
     let q = queue(&url).await;
-    let chain = ChainId::new("malformed").unwrap();
-    let db: Arc<dyn Database> = Arc::new(MemDatabase::new());
-    // Workers wake only for queue messages: the sweep interval is far longer than the test.
-    let cfg = EngineConfig {
-        lease: Duration::from_secs(600),
-        poll_interval: Duration::from_secs(300),
-        ..EngineConfig::default()
-    };
-    let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
-        .config(cfg)
-        .roles(Roles { create: false, work: true })
-        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
-        .queue(Arc::new(q.clone()))
-        .build()
-        .unwrap();
-    let handle = engine.start();
-
-    // A foreign producer writing orch's entry format with payloads orch cannot parse: not JSON,
-    // and a wake message of a format version this orch does not know.
-    let newer = WakeMessage { v: 2, ..WakeMessage::new(JobId::random(), JobKind::SnosRun, Epoch(1)) };
-    let mut c = raw(&url).await;
-    for payload in [b"{\"oops".to_vec(), newer.encode()] {
-        let _: String = redis::cmd("XADD")
-            .arg(q.stream_key())
-            .arg("*")
-            .arg("p")
-            .arg(payload)
-            .arg("a")
-            .arg(1)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-    }
-    wait_until(async || engine.stats().malformed_messages >= 2).await;
-    assert_eq!(engine.stats().malformed_messages, 2);
-    let warnings: Vec<_> = logs::captured()
-        .into_iter()
-        .filter(|l| l.target == "orch::engine" && l.text.starts_with("dropping malformed queue message"))
-        .collect();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(warnings.iter().all(|w| w.level == tracing::Level::WARN), "{warnings:?}");
-    assert!(warnings[0].text.contains("not an orch wake message"), "{:?}", warnings[0]);
-    assert!(warnings[1].text.contains("format version 2 is not supported"), "{:?}", warnings[1]);
-    // Dropped: acked (right after the warnings), not dead-lettered.
+    suite::queue::engine_drops_malformed_payloads_and_acts_on_the_next(Arc::new(q.clone())).await;
+    // Dropped means acked, not dead-lettered.
     wait_until(async || q.len().await.unwrap() == 0).await;
     assert_eq!(q.len().await.unwrap(), 0);
     assert_eq!(q.dead_letter_len().await.unwrap(), 0);
-
-    // A due job that no worker looks for until a queue message wakes one (the workers went
-    // idle at start, and dropped messages wake nobody); the next good message does.
-    let job = db.create_jobs(noop_jobs(&chain, JobKind::SnosRun, 1), Timestamp(1)).await.unwrap()[0].job().clone();
-    let wake = WakeMessage::new(job.id, job.kind(), job.epoch);
-    q.send(vec![OutMessage { payload: wake.encode(), delay: Duration::ZERO }]).await.unwrap();
-    wait_until(async || engine.stats().completed >= 1).await;
-    assert_eq!(engine.stats().completed, 1);
-    assert_eq!(engine.stats().malformed_messages, 2);
-    assert_eq!(q.len().await.unwrap(), 0);
-    handle.shutdown().await;
     q.teardown().await.unwrap();
 }

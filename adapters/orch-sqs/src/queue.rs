@@ -202,7 +202,7 @@ impl SqsQueue {
     /// when its body is not orch's.
     async fn accept(&self, url: &str, m: Message) -> Option<Delivery> {
         let Some(receipt) = m.receipt_handle else {
-            warn!(target: "orch::queue::sqs", message_id = ?m.message_id, "message without a receipt handle skipped");
+            warn!(target: "orch::queue", message_id = ?m.message_id, "message without a receipt handle skipped");
             return None;
         };
         let body = m.body.unwrap_or_default();
@@ -229,7 +229,7 @@ impl SqsQueue {
     /// it comes back after its visibility timeout and SQS's redrive moves it after
     /// `max_receive_count` receives.
     async fn quarantine(&self, url: &str, id: Option<&str>, body: &str, receipt: &str, reason: &str) {
-        warn!(target: "orch::queue::sqs", message_id = ?id, queue = %self.inner.main.name, reason, "malformed message moved to the dead-letter queue");
+        warn!(target: "orch::queue", message_id = ?id, queue = %self.inner.main.name, reason, "malformed message moved to the dead-letter queue");
         let moved = async {
             let dlq = self.dlq_url().await?;
             let attr = MessageAttributeValue::builder()
@@ -259,7 +259,7 @@ impl SqsQueue {
             Ok::<_, Error>(())
         };
         if let Err(e) = moved.await {
-            warn!(target: "orch::queue::sqs", message_id = ?id, error = %e, "could not move a malformed message; SQS's redrive will");
+            warn!(target: "orch::queue", message_id = ?id, error = %e, "could not move a malformed message; SQS's redrive will");
         }
     }
 
@@ -475,7 +475,7 @@ impl Queue for SqsQueue {
             };
             let (skipped, failed): (Vec<_>, Vec<_>) = out.failed.iter().partition(stale);
             if !skipped.is_empty() {
-                debug!(target: "orch::queue::sqs", count = skipped.len(), "stale receipts acked nothing");
+                debug!(target: "orch::queue", count = skipped.len(), "stale receipts acked nothing");
             }
             if let Some(f) = failed.first() {
                 return Err(batch_error(f, failed.len(), "DeleteMessageBatch", &main.ctx));
@@ -499,7 +499,7 @@ impl Queue for SqsQueue {
         match res {
             Ok(_) => Ok(()),
             Err(e) if is_stale_receipt(&e) => {
-                debug!(target: "orch::queue::sqs", "stale receipt nacked nothing");
+                debug!(target: "orch::queue", "stale receipt nacked nothing");
                 Ok(())
             }
             Err(e) => Err(map_err(e, "ChangeMessageVisibility", &self.inner.main.ctx)),

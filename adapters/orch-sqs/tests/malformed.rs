@@ -2,25 +2,19 @@
 //! up, the warning that names the problem, and that the next good message still gets through.
 //!
 //! Two levels: a body that is not orch's base64 is moved to the dead-letter queue by the
-//! adapter (`orch::queue::sqs` warning); a base64 body whose payload is not a wake message is
-//! delivered, and the engine drops it (`orch::engine` warning).
+//! adapter (`orch::queue` warning); a base64 body whose payload is not a wake message is
+//! delivered, and the engine drops it (`orch::engine` warning; the scenario is
+//! `orch_testkit::suite::queue::engine_drops_malformed_payloads_and_acts_on_the_next`).
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::{config, counts, dead_letters, endpoint};
-use orch_core::clock::SystemClock;
-use orch_core::db::Database;
-use orch_core::engine::{Engine, EngineConfig, Roles};
-use orch_core::queue::{OutMessage, Queue, WakeMessage};
-use orch_core::types::{ChainId, Epoch, JobId, JobKind, Timestamp};
+use orch_core::queue::{OutMessage, Queue};
 use orch_sqs::SqsQueue;
-use orch_testkit::logs;
-use orch_testkit::mem::MemDatabase;
-use orch_testkit::noop::{noop_jobs, NoopHandler};
+use orch_testkit::{logs, suite};
 
 const VIS: Duration = Duration::from_secs(30);
 
@@ -69,7 +63,7 @@ async fn foreign_bodies_are_dead_lettered_with_a_warning_and_receive_goes_on() {
     let ours = format!("queue={}", cfg.queue);
     let warnings: Vec<_> = logs::captured()
         .into_iter()
-        .filter(|l| l.level == tracing::Level::WARN && l.target.starts_with("orch::queue") && l.text.contains(&ours))
+        .filter(|l| l.level == tracing::Level::WARN && l.target == "orch::queue" && l.text.contains(&ours))
         .collect();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     for w in &warnings {
@@ -78,65 +72,14 @@ async fn foreign_bodies_are_dead_lettered_with_a_warning_and_receive_goes_on() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn engine_drops_payloads_that_are_not_wake_messages_with_a_warning_and_acts_on_the_next() {
     let Some(ep) = endpoint() else { return };
-    logs::install();
-    let cfg = config(&ep);
-    let q = SqsQueue::connect(cfg.clone()).await.unwrap();
-    q.setup().await.unwrap();
+    let q = SqsQueue::connect(config(&ep)).await.unwrap();
+    suite::queue::engine_drops_malformed_payloads_and_acts_on_the_next(Arc::new(q.clone())).await;
+    // Dropped means deleted from the queue, not dead-lettered.
     let url = q.queue_url().await.unwrap();
-    let chain = ChainId::new("malformed").unwrap();
-    let db: Arc<dyn Database> = Arc::new(MemDatabase::new());
-    // Workers wake only for queue messages: the sweep interval is far longer than the test.
-    let engine_cfg = EngineConfig {
-        lease: Duration::from_secs(600),
-        poll_interval: Duration::from_secs(300),
-        ..EngineConfig::default()
-    };
-    let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
-        .config(engine_cfg)
-        .roles(Roles { create: false, work: true })
-        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
-        .queue(Arc::new(q.clone()))
-        .build()
-        .unwrap();
-    let handle = engine.start();
-
-    // A foreign producer using orch's body encoding with payloads orch cannot parse: not JSON,
-    // and a wake message of a format version this orch does not know.
-    let newer = WakeMessage { v: 2, ..WakeMessage::new(JobId::random(), JobKind::SnosRun, Epoch(1)) }.encode();
-    for payload in [b"{\"oops".as_slice(), newer.as_slice()] {
-        let body = base64::engine::general_purpose::STANDARD.encode(payload);
-        q.client().send_message().queue_url(&url).message_body(body).send().await.unwrap();
-    }
-    wait_until(async || engine.stats().malformed_messages >= 2).await;
-    assert_eq!(engine.stats().malformed_messages, 2);
-    let mut warnings: Vec<_> = logs::captured()
-        .into_iter()
-        .filter(|l| l.target == "orch::engine" && l.text.starts_with("dropping malformed queue message"))
-        .map(|l| (l.level, l.text))
-        .collect();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(warnings.iter().all(|(level, _)| *level == tracing::Level::WARN), "{warnings:?}");
-    // SQS does not keep order: one warning for each problem, in either order.
-    warnings.sort_by_key(|(_, text)| text.contains("format version"));
-    assert!(warnings[0].1.contains("not an orch wake message"), "{warnings:?}");
-    assert!(warnings[1].1.contains("format version 2 is not supported"), "{warnings:?}");
-    // Dropped: deleted from the queue (right after the warnings), not dead-lettered.
     wait_until(async || counts(&q, &url).await == zero()).await;
     assert_eq!(counts(&q, &url).await, zero(), "(visible, in flight)");
     assert_eq!(counts(&q, &q.dlq_url().await.unwrap()).await, zero(), "dead-letter queue");
-
-    // A due job that no worker looks for until a queue message wakes one (the workers went
-    // idle at start, and dropped messages wake nobody); the next good message does.
-    let job = db.create_jobs(noop_jobs(&chain, JobKind::SnosRun, 1), Timestamp(1)).await.unwrap()[0].job().clone();
-    let wake = WakeMessage::new(job.id, job.kind(), job.epoch);
-    q.send(vec![OutMessage { payload: wake.encode(), delay: Duration::ZERO }]).await.unwrap();
-    wait_until(async || engine.stats().completed >= 1).await;
-    assert_eq!(engine.stats().completed, 1);
-    assert_eq!(engine.stats().malformed_messages, 2);
-    wait_until(async || counts(&q, &url).await == zero()).await;
-    assert_eq!(counts(&q, &url).await, zero(), "(visible, in flight)");
-    handle.shutdown().await;
 }

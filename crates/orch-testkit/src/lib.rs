@@ -7,5 +7,6 @@ pub mod mem;
 pub mod noop;
 pub mod sim;
 pub mod suite;
+pub mod throughput;
 
 pub use clock::TestClock;

@@ -154,3 +154,73 @@ macro_rules! queue_suite {
         )*
     };
 }
+
+/// Engine level, on the adapter's real queue: payloads in the adapter's own envelope that are
+/// not wake messages (not JSON; a wake message of an unknown format version) are dropped by
+/// the engine with one `orch::engine` warning each, and the next good wake message is acted
+/// on. The engine runs on a [`MemDatabase`](crate::mem::MemDatabase) with a sweep interval far
+/// longer than the test, so only queue messages wake its workers.
+///
+/// Returns after the engine has shut down and dropped its handle on `q`; the caller then
+/// checks, the adapter's own way, that the dropped messages were acked (nothing left on the
+/// queue or its dead-letter queue). Installs the [`logs`](crate::logs) capture.
+pub async fn engine_drops_malformed_payloads_and_acts_on_the_next(q: Arc<dyn Queue>) {
+    use orch_core::clock::SystemClock;
+    use orch_core::db::Database;
+    use orch_core::engine::{Engine, EngineConfig, Roles};
+    use orch_core::queue::WakeMessage;
+    use orch_core::types::{ChainId, Epoch, JobId, JobKind, Timestamp};
+
+    use crate::mem::MemDatabase;
+    use crate::noop::{noop_jobs, NoopHandler};
+
+    crate::logs::install();
+    q.setup().await.unwrap();
+    let chain = ChainId::new("malformed").unwrap();
+    let db: Arc<dyn Database> = Arc::new(MemDatabase::new());
+    let cfg = EngineConfig {
+        lease: Duration::from_secs(600),
+        poll_interval: Duration::from_secs(300),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::builder(chain.clone(), db.clone(), Arc::new(SystemClock))
+        .config(cfg)
+        .roles(Roles { create: false, work: true })
+        .handler(JobKind::SnosRun, Arc::new(NoopHandler))
+        .queue(q.clone())
+        .build()
+        .unwrap();
+    let handle = engine.start();
+    let within_30s = async |done: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(30);
+        while !done() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let newer = WakeMessage { v: 2, ..WakeMessage::new(JobId::random(), JobKind::SnosRun, Epoch(1)) }.encode();
+    let bad = [b"{\"oops".to_vec(), newer];
+    q.send(bad.into_iter().map(|payload| OutMessage { payload, delay: Duration::ZERO }).collect()).await.unwrap();
+    within_30s(&|| engine.stats().malformed_messages >= 2).await;
+    assert_eq!(engine.stats().malformed_messages, 2);
+    let mut warnings: Vec<_> = crate::logs::captured()
+        .into_iter()
+        .filter(|l| l.target == "orch::engine" && l.text.starts_with("dropping malformed queue message"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().all(|w| w.level == tracing::Level::WARN), "{warnings:?}");
+    // Not every queue keeps order: one warning for each problem, in either order.
+    warnings.sort_by_key(|w| w.text.contains("format version"));
+    assert!(warnings[0].text.contains("not an orch wake message"), "{warnings:?}");
+    assert!(warnings[1].text.contains("format version 2 is not supported"), "{warnings:?}");
+
+    // A due job no worker looks for until a queue message wakes one (the workers went idle at
+    // start, and dropped messages wake nobody): the next good message does.
+    let job = db.create_jobs(noop_jobs(&chain, JobKind::SnosRun, 1), Timestamp(1)).await.unwrap()[0].job().clone();
+    let wake = WakeMessage::new(job.id, job.kind(), job.epoch);
+    q.send(vec![OutMessage { payload: wake.encode(), delay: Duration::ZERO }]).await.unwrap();
+    within_30s(&|| engine.stats().completed >= 1).await;
+    assert_eq!(engine.stats().completed, 1);
+    assert_eq!(engine.stats().malformed_messages, 2);
+    handle.shutdown().await;
+}
