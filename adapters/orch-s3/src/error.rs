@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use orch_core::error::Error;
 
 /// Backend name in errors and metrics.
@@ -95,44 +95,10 @@ pub(crate) fn map_err<E>(e: SdkError<E>, op: &str, key: Option<&str>, ctx: &Ctx)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let place = &ctx.place;
-    match &e {
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("").to_owned();
-            let msg = se.err().message().unwrap_or("").to_owned();
-            let status = se.raw().status().as_u16();
-            let detail =
-                if code.is_empty() { format!("HTTP {status}") } else { format!("{code} (HTTP {status}): {msg}") };
-            from_class(classify(&code, status), op, key, ctx, &detail, Some(Box::new(e)))
-        }
-        SdkError::TimeoutError(_) => Error::Unavailable {
-            backend: BACKEND.into(),
-            message: format!("{op} on {place} timed out: {}", DisplayErrorContext(&e)),
-            retry_after: None,
-            source: Some(Box::new(e)),
-        },
-        // A URL the HTTP client cannot use at all: the endpoint setting is wrong.
-        SdkError::DispatchFailure(d) if d.is_user() => Error::invalid_input(
-            "storage.endpoint",
-            format!("{op} on {place} could not be sent: {}; check the endpoint", DisplayErrorContext(&e)),
-        ),
-        // Connection refused or reset, DNS, TLS, credentials that could not be refreshed.
-        SdkError::DispatchFailure(_) => Error::Unavailable {
-            backend: BACKEND.into(),
-            message: format!("cannot reach {place} for {op}: {}", DisplayErrorContext(&e)),
-            retry_after: None,
-            source: Some(Box::new(e)),
-        },
-        // A truncated or garbled answer, or a body cut while it streamed.
-        SdkError::ResponseError(_) => Error::Unavailable {
-            backend: BACKEND.into(),
-            message: format!("{op} on {place} got an unreadable response: {}", DisplayErrorContext(&e)),
-            retry_after: None,
-            source: Some(Box::new(e)),
-        },
-        // The request could not be built: a bug in this adapter, not bad input.
-        _ => Error::internal_from(format!("{op} on {place}: {}", DisplayErrorContext(&e)), e),
-    }
+    let call = orch_aws::Call { backend: BACKEND, section: "storage", op, place: &ctx.place };
+    orch_aws::map_sdk_error(e, &call, |r, source| {
+        from_class(classify(&r.code, r.status), op, key, ctx, &r.detail, Some(source))
+    })
 }
 
 /// The orch error for a classified failure.

@@ -6,20 +6,7 @@ use orch_s3::{S3Config, S3Storage};
 
 #[tokio::test]
 async fn missing_credentials_are_a_clear_error_at_connect() {
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_PROFILE",
-    ] {
-        std::env::remove_var(var);
-    }
-    std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/orch-test/config");
-    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/orch-test/credentials");
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    orch_aws::clear_ambient_aws_environment();
     let config = S3Config {
         endpoint: Some("http://127.0.0.1:1".into()),
         region: Some("us-east-1".into()),

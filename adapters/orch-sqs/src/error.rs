@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use orch_core::error::Error;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use orch_core::error::{BoxError, Error};
 
 /// Backend name in errors and metrics.
 pub(crate) const BACKEND: &str = "sqs";
@@ -92,58 +92,21 @@ pub(crate) fn map_err<E>(e: SdkError<E>, op: &str, ctx: &Ctx) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let place = &ctx.place;
-    match &e {
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("").to_owned();
-            let msg = se.err().message().unwrap_or("").to_owned();
-            let status = se.raw().status().as_u16();
-            from_class(classify(&code, status), op, ctx, &format!("{code} (HTTP {status}): {msg}"), Some(e))
-        }
-        // No answer in time (connect or attempt timeout): the network or SQS is slow.
-        SdkError::TimeoutError(_) => Error::Unavailable {
-            backend: BACKEND.into(),
-            message: format!("{op} on {place} timed out: {}", DisplayErrorContext(&e)),
-            retry_after: None,
-            source: Some(Box::new(e)),
-        },
-        // A URL the HTTP client cannot use at all: the endpoint setting is wrong.
-        SdkError::DispatchFailure(d) if d.is_user() => Error::invalid_input(
-            "queue.endpoint",
-            format!("{op} on {place} could not be sent: {}; check the endpoint", DisplayErrorContext(&e)),
-        ),
-        // Connection refused or reset, DNS, TLS, credentials that could not be refreshed:
-        // the next try may work.
-        SdkError::DispatchFailure(_) => Error::Unavailable {
-            backend: BACKEND.into(),
-            message: format!("cannot reach {place} for {op}: {}", DisplayErrorContext(&e)),
-            retry_after: None,
-            source: Some(Box::new(e)),
-        },
-        // A truncated or garbled answer (a proxy cut it, a load balancer's error page).
-        SdkError::ResponseError(_) => Error::Unavailable {
-            backend: BACKEND.into(),
-            message: format!("{op} on {place} got an unreadable response: {}", DisplayErrorContext(&e)),
-            retry_after: None,
-            source: Some(Box::new(e)),
-        },
-        // The request could not be built: a bug in this adapter, not bad input.
-        _ => Error::internal_from(format!("{op} on {place}: {}", DisplayErrorContext(&e)), e),
-    }
+    let call = orch_aws::Call { backend: BACKEND, section: "queue", op, place: &ctx.place };
+    orch_aws::map_sdk_error(e, &call, |r, source| {
+        from_class(classify(&r.code, r.status), op, ctx, &r.detail, Some(source))
+    })
 }
 
 /// The orch error for a classified failure.
-pub(crate) fn from_class<S>(class: Class, op: &str, ctx: &Ctx, detail: &str, source: Option<S>) -> Error
-where
-    S: std::error::Error + Send + Sync + 'static,
-{
+pub(crate) fn from_class(class: Class, op: &str, ctx: &Ctx, detail: &str, source: Option<BoxError>) -> Error {
     let place = &ctx.place;
     match class {
         Class::Retryable(retry_after) => Error::Unavailable {
             backend: BACKEND.into(),
             message: format!("{op} on {place} failed: {detail}"),
             retry_after,
-            source: source.map(|s| Box::new(s) as _),
+            source,
         },
         Class::MissingQueue => Error::invalid_input(
             ctx.field,
@@ -194,16 +157,13 @@ mod tests {
     #[test]
     fn classes_become_orch_errors_with_the_place() {
         let ctx = Ctx { place: "SQS queue \"q\" at http://h/".into(), field: "queue.queue" };
-        let none: Option<std::io::Error> = None;
-        let e = from_class(Class::Retryable(Some(Duration::from_secs(1))), "SendMessageBatch", &ctx, "slow down", none);
+        let e = from_class(Class::Retryable(Some(Duration::from_secs(1))), "SendMessageBatch", &ctx, "slow down", None);
         assert!(e.is_retryable() && e.retry_after() == Some(Duration::from_secs(1)), "{e}");
-        let none: Option<std::io::Error> = None;
-        let e = from_class(Class::MissingQueue, "ReceiveMessage", &ctx, "gone", none);
+        let e = from_class(Class::MissingQueue, "ReceiveMessage", &ctx, "gone", None);
         assert!(!e.is_retryable());
         let text = e.to_string();
         assert!(text.contains("queue.queue") && text.contains("\"q\"") && text.contains("setup"), "{text}");
-        let none: Option<std::io::Error> = None;
-        let e = from_class(Class::Credentials, "ReceiveMessage", &ctx, "denied", none);
+        let e = from_class(Class::Credentials, "ReceiveMessage", &ctx, "denied", None);
         assert!(!e.is_retryable() && e.to_string().contains("credentials"), "{e}");
     }
 }

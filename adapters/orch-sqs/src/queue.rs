@@ -276,9 +276,13 @@ impl SqsQueue {
             .wait_time_seconds(wait)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .customize()
-            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(
-                aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(attempt_timeout).build(),
-            ))
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(attempt_timeout)
+                        .build(),
+                ),
+            )
             .send()
             .await
             .map_err(|e| map_err(e, "ReceiveMessage", &main.ctx))?;
@@ -309,7 +313,7 @@ fn batch_error(f: &BatchResultErrorEntry, count: usize, op: &str, ctx: &Ctx) -> 
         if f.sender_fault { "sender fault" } else { "service fault" },
         f.message.as_deref().unwrap_or("")
     );
-    from_class::<std::io::Error>(class, op, ctx, &detail, None)
+    from_class(class, op, ctx, &detail, None)
 }
 
 /// Whether an error of a receipt-handle operation means the receipt is stale: the message
