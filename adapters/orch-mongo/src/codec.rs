@@ -17,20 +17,13 @@ pub(crate) const LEADERS: &str = "leaders";
 /// Collection holding the schema-version document.
 pub(crate) const META: &str = "orch_meta";
 
-/// Storage code of a kind. Codes ascend in [`JobKind`]'s order, so sorting on `kind` is the
-/// order of [`orch_core::job::JobQuery::sort_key`]. Never renumber: databases hold these.
+/// A kind's code as a BSON 32-bit integer ([`JobKind::code`]).
 pub(crate) const fn kind_code(k: JobKind) -> i32 {
-    match k {
-        JobKind::SnosRun => 0,
-        JobKind::ProofCreation => 1,
-        JobKind::ProofRegistration => 2,
-        JobKind::DataSubmission => 3,
-        JobKind::StateTransition => 4,
-    }
+    k.code() as i32
 }
 
 fn kind_from_code(c: i32) -> Result<JobKind> {
-    JobKind::ALL.into_iter().find(|k| kind_code(*k) == c).ok_or_else(|| corrupt(format!("unknown job kind code {c}")))
+    JobKind::from_code(i64::from(c)).ok_or_else(|| corrupt(format!("unknown job kind code {c}")))
 }
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
@@ -43,11 +36,11 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
 /// Timestamps are milliseconds as BSON 64-bit integers. [`Timestamp::NEVER`] is `i64::MAX`,
 /// so every real timestamp fits; larger values are clamped (order is preserved).
 pub(crate) fn ts(t: Timestamp) -> i64 {
-    i64::try_from(t.0).unwrap_or(i64::MAX)
+    t.to_i64()
 }
 
 pub(crate) fn ts_back(v: i64) -> Result<Timestamp> {
-    u64::try_from(v).map(Timestamp).map_err(|_| corrupt(format!("negative timestamp {v}")))
+    Timestamp::from_i64(v).ok_or_else(|| corrupt(format!("negative timestamp {v}")))
 }
 
 /// A counter (block, version, epoch) as a BSON 64-bit integer.
@@ -324,15 +317,6 @@ impl CountDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kind_codes_ascend_in_kind_order() {
-        let mut by_code = JobKind::ALL;
-        by_code.sort_by_key(|k| kind_code(*k));
-        let mut by_ord = JobKind::ALL;
-        by_ord.sort();
-        assert_eq!(by_code, by_ord);
-    }
 
     #[test]
     fn due_at_only_for_claimable_statuses() {

@@ -19,23 +19,13 @@ pub(crate) const JOB_COLS: &str = "id, chain, kind, first_block, last_block, sta
 /// Number of columns in [`JOB_COLS`].
 pub(crate) const JOB_NCOLS: usize = 19;
 
-/// Storage code of a kind. Codes ascend in [`JobKind`]'s order, so `ORDER BY kind` is the
-/// order of [`orch_core::job::JobQuery::sort_key`]. Never renumber: files hold these.
+/// A kind's code as an SQLite integer ([`JobKind::code`]).
 pub(crate) const fn kind_code(k: JobKind) -> i64 {
-    match k {
-        JobKind::SnosRun => 0,
-        JobKind::ProofCreation => 1,
-        JobKind::ProofRegistration => 2,
-        JobKind::DataSubmission => 3,
-        JobKind::StateTransition => 4,
-    }
+    k.code() as i64
 }
 
 fn kind_from_code(c: i64, path: &Path) -> Result<JobKind> {
-    JobKind::ALL
-        .into_iter()
-        .find(|k| kind_code(*k) == c)
-        .ok_or_else(|| corrupt(path, format!("unknown job kind code {c}")))
+    JobKind::from_code(c).ok_or_else(|| corrupt(path, format!("unknown job kind code {c}")))
 }
 
 pub(crate) fn corrupt(path: &Path, what: impl std::fmt::Display) -> Error {
@@ -45,18 +35,13 @@ pub(crate) fn corrupt(path: &Path, what: impl std::fmt::Display) -> Error {
     )
 }
 
-/// Timestamps above `i64::MAX` ms (only [`Timestamp::NEVER`] in practice) are stored as
-/// `i64::MAX`, which reads back as `NEVER`; order is preserved.
+/// Timestamps as SQLite integers ([`Timestamp::to_i64`]).
 pub(crate) fn ts(t: Timestamp) -> i64 {
-    i64::try_from(t.0).unwrap_or(i64::MAX)
+    t.to_i64()
 }
 
 pub(crate) fn ts_back(v: i64, path: &Path) -> Result<Timestamp> {
-    match v {
-        i64::MAX => Ok(Timestamp::NEVER),
-        v if v >= 0 => Ok(Timestamp(v as u64)),
-        v => Err(corrupt(path, format!("negative timestamp {v}"))),
-    }
+    Timestamp::from_i64(v).ok_or_else(|| corrupt(path, format!("negative timestamp {v}")))
 }
 
 /// A counter (block, version, epoch) as an SQLite integer.
@@ -157,23 +142,6 @@ pub(crate) fn transition_from_row(row: &Row<'_>, path: &Path) -> Result<Transiti
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kind_codes_ascend_in_kind_order() {
-        let mut by_code = JobKind::ALL;
-        by_code.sort_by_key(|k| kind_code(*k));
-        let mut by_ord = JobKind::ALL;
-        by_ord.sort();
-        assert_eq!(by_code, by_ord);
-    }
-
-    #[test]
-    fn never_round_trips_and_keeps_order() {
-        let p = Path::new("x.db");
-        assert_eq!(ts_back(ts(Timestamp::NEVER), p).unwrap(), Timestamp::NEVER);
-        assert_eq!(ts_back(ts(Timestamp(17)), p).unwrap(), Timestamp(17));
-        assert!(ts(Timestamp(u64::MAX - 1)) > ts(Timestamp(1 << 62)));
-    }
 
     #[test]
     fn job_cols_count_matches() {

@@ -32,6 +32,18 @@ impl Timestamp {
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
+
+    /// As a signed 64-bit integer for a store column: [`Timestamp::NEVER`] is `i64::MAX`, and
+    /// anything later (never written by orch) is clamped to it, so order is kept.
+    pub fn to_i64(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
+    /// The inverse of [`Timestamp::to_i64`]; `None` for a negative value, which orch never
+    /// stores.
+    pub fn from_i64(v: i64) -> Option<Timestamp> {
+        u64::try_from(v).ok().map(Timestamp)
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -163,6 +175,23 @@ impl JobKind {
     /// Dense index 0..5, for per-kind arrays.
     pub const fn index(self) -> usize {
         self as usize
+    }
+
+    /// The kind's code in stores (0..5, ascending in pipeline order, so ordering by code is
+    /// ordering by kind). Persisted: a kind keeps its code forever.
+    pub const fn code(self) -> u8 {
+        match self {
+            JobKind::SnosRun => 0,
+            JobKind::ProofCreation => 1,
+            JobKind::ProofRegistration => 2,
+            JobKind::DataSubmission => 3,
+            JobKind::StateTransition => 4,
+        }
+    }
+
+    /// The kind a stored code stands for; `None` for a code no kind has.
+    pub fn from_code(code: i64) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| i64::from(k.code()) == code)
     }
 }
 
@@ -451,6 +480,26 @@ impl fmt::Display for TxHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_codes_round_trip_and_ascend_in_kind_order() {
+        let mut by_code = JobKind::ALL;
+        by_code.sort_by_key(|k| k.code());
+        assert_eq!(by_code, JobKind::ALL);
+        for k in JobKind::ALL {
+            assert_eq!(JobKind::from_code(i64::from(k.code())), Some(k));
+        }
+        assert_eq!(JobKind::from_code(5), None);
+        assert_eq!(JobKind::from_code(-1), None);
+    }
+
+    #[test]
+    fn stored_timestamps_round_trip_and_keep_order() {
+        assert_eq!(Timestamp::from_i64(Timestamp::NEVER.to_i64()), Some(Timestamp::NEVER));
+        assert_eq!(Timestamp::from_i64(Timestamp(17).to_i64()), Some(Timestamp(17)));
+        assert!(Timestamp(u64::MAX - 1).to_i64() > Timestamp(1 << 62).to_i64());
+        assert_eq!(Timestamp::from_i64(-1), None);
+    }
 
     #[test]
     fn object_key_rejects_traversal_and_odd_characters() {
