@@ -13,7 +13,7 @@ pub mod pipeline;
 mod stats;
 mod worker;
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -70,6 +70,12 @@ pub(crate) struct Shared {
     roles: Roles,
     worker_id: WorkerId,
     in_flight: [AtomicU32; 5],
+    /// Set when a worker could not reserve all the in-flight slots it wanted; the next release
+    /// clears it and wakes the workers.
+    starved: AtomicBool,
+    /// Held by the worker whose claim is in flight: this instance's workers claim one at a
+    /// time (see `worker_loop`).
+    claiming: tokio::sync::Mutex<()>,
     /// Wakes idle workers: new or newly due jobs, freed capacity.
     work: Arc<Notify>,
     stats: stats::Stats,
@@ -176,6 +182,8 @@ impl EngineBuilder {
                 roles: self.roles,
                 worker_id: self.worker_id.unwrap_or_else(|| WorkerId::random("orch")),
                 in_flight: Default::default(),
+                starved: AtomicBool::new(false),
+                claiming: tokio::sync::Mutex::new(()),
                 work: Arc::new(Notify::new()),
                 stats: stats::Stats::default(),
                 shutdown: CancellationToken::new(),

@@ -21,26 +21,42 @@ use crate::queue::{OutMessage, WakeMessage};
 use crate::state::{transition, Event};
 use crate::types::{Epoch, JobId, JobKind, JobStatus, Timestamp};
 
-/// Reserves up to `want` slots of a kind's in-flight budget; returns how many it got.
+/// Reserves up to `want` slots of a kind's in-flight budget; returns how many it got. A
+/// shortfall marks the instance starved, so that the next [`release`] wakes the workers.
 fn reserve(sh: &Shared, kind: JobKind, want: u32) -> u32 {
     let limit = sh.cfg.in_flight_limit(kind);
     let slot = &sh.in_flight[kind.index()];
-    let mut cur = slot.load(Ordering::Relaxed);
+    let mut cur = slot.load(Ordering::SeqCst);
+    let mut marked = false;
     loop {
         let take = want.min(limit.saturating_sub(cur));
+        if take < want && !marked {
+            // Marked before looking again: a release after the mark sees it and wakes us; a
+            // release before it is seen by the second look.
+            sh.starved.store(true, Ordering::SeqCst);
+            marked = true;
+            cur = slot.load(Ordering::SeqCst);
+            continue;
+        }
         if take == 0 {
             return 0;
         }
-        match slot.compare_exchange_weak(cur, cur + take, Ordering::AcqRel, Ordering::Relaxed) {
+        match slot.compare_exchange_weak(cur, cur + take, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => return take,
             Err(now) => cur = now,
         }
     }
 }
 
+/// Returns `n` slots of a kind's budget; wakes the workers if a reservation fell short since
+/// the last wake (otherwise nobody is waiting for capacity, and waking them would only send
+/// claims that find nothing).
 fn release(sh: &Shared, kind: JobKind, n: u32) {
     if n > 0 {
-        sh.in_flight[kind.index()].fetch_sub(n, Ordering::AcqRel);
+        sh.in_flight[kind.index()].fetch_sub(n, Ordering::SeqCst);
+        if sh.starved.swap(false, Ordering::SeqCst) {
+            sh.work.notify_waiters();
+        }
     }
 }
 
@@ -75,6 +91,10 @@ pub(crate) async fn worker_loop(sh: Arc<Shared>, n: usize) {
             idle(&sh, notified).await;
             continue;
         }
+        // One claim at a time per instance: concurrent claims would take the same due jobs
+        // from the store's index, only to step over the rows the other claim locked, and
+        // contend for the same index pages. Workers still write results concurrently.
+        let claim_turn = sh.claiming.lock().await;
         let now = sh.clock.now();
         let req = ClaimRequest {
             chain: sh.chain.clone(),
@@ -83,7 +103,9 @@ pub(crate) async fn worker_loop(sh: Arc<Shared>, n: usize) {
             lease_until: now.plus(sh.cfg.lease),
             wants: wants.clone(),
         };
-        let claimed = match sh.db.claim_jobs(&req).await {
+        let claimed = sh.db.claim_jobs(&req).await;
+        drop(claim_turn);
+        let claimed = match claimed {
             Ok(c) => {
                 db_backoff = Duration::from_millis(50);
                 c
@@ -118,11 +140,10 @@ pub(crate) async fn worker_loop(sh: Arc<Shared>, n: usize) {
         let results = join_all(claimed.into_iter().map(|job| run_job(&sh, job))).await;
         let writes: Vec<JobWrite> = results.into_iter().flatten().collect();
         flush(&sh, writes).await;
+        // Freed capacity wakes the workers that are waiting for it (see `release`).
         for kind in JobKind::ALL {
             release(&sh, kind, counts[kind.index()]);
         }
-        // Freed capacity may let a waiting worker claim.
-        sh.work.notify_waiters();
     }
     debug!(target: "orch::engine", worker = %sh.worker_id, n, "worker stopped");
 }
