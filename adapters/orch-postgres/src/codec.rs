@@ -5,6 +5,7 @@ use orch_core::job::{Job, JobMeta, Transition};
 use orch_core::types::{
     BlockRange, ChainId, Epoch, JobId, JobKey, JobKind, JobStatus, Lease, Timestamp, Version, WorkerId,
 };
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
@@ -58,32 +59,23 @@ macro_rules! job_cols {
 }
 pub(crate) use job_cols;
 
-/// Storage code of a kind. Codes ascend in [`JobKind`]'s order, so `ORDER BY kind` is the order
-/// of [`orch_core::job::JobQuery::sort_key`]. Never renumber: databases hold these.
+/// Storage code of a kind ([`JobKind::code`]): codes ascend in [`JobKind`]'s order, so
+/// `ORDER BY kind` is the order of [`orch_core::job::JobQuery::sort_key`].
 pub(crate) const fn kind_code(k: JobKind) -> i16 {
-    match k {
-        JobKind::SnosRun => 0,
-        JobKind::ProofCreation => 1,
-        JobKind::ProofRegistration => 2,
-        JobKind::DataSubmission => 3,
-        JobKind::StateTransition => 4,
-    }
+    k.code() as i16
 }
 
 pub(crate) fn kind_from_code(c: i16, at: &Place) -> Result<JobKind> {
-    JobKind::ALL
-        .into_iter()
-        .find(|k| kind_code(*k) == c)
-        .ok_or_else(|| corrupt(at, format!("unknown job kind code {c}")))
+    JobKind::from_code(i64::from(c)).ok_or_else(|| corrupt(at, format!("unknown job kind code {c}")))
 }
 
-/// Timestamps above `i64::MAX` ms are stored as `i64::MAX` ([`Timestamp::NEVER`]); order is kept.
+/// A timestamp as stored ([`Timestamp::to_i64`]: [`Timestamp::NEVER`] is `i64::MAX`).
 pub(crate) fn ts(t: Timestamp) -> i64 {
-    i64::try_from(t.0).unwrap_or(i64::MAX)
+    t.to_i64()
 }
 
 pub(crate) fn ts_back(v: i64, at: &Place) -> Result<Timestamp> {
-    u64::try_from(v).map(Timestamp).map_err(|_| corrupt(at, format!("negative timestamp {v}")))
+    Timestamp::from_i64(v).ok_or_else(|| corrupt(at, format!("negative timestamp {v}")))
 }
 
 /// A counter (block, version, epoch) as a `bigint`.
@@ -167,20 +159,58 @@ pub(crate) fn job_from_row(row: &PgRow, at: &Place) -> Result<Job> {
     })
 }
 
-/// Reads a transition from `row`: `at, from_status, to_status, reason, attempt, actor, epoch`.
-pub(crate) fn transition_from_row(row: &PgRow, at: &Place) -> Result<Transition> {
-    let m = |e| map_err(e, at);
-    let from: &str = row.try_get(1).map_err(m)?;
-    let to: &str = row.try_get(2).map_err(m)?;
-    Ok(Transition {
-        at: ts_back(row.try_get(0).map_err(m)?, at)?,
-        from: status(from, at)?,
-        to: status(to, at)?,
-        reason: row.try_get(3).map_err(m)?,
-        attempt: small(row.try_get(4).map_err(m)?, "attempt", at)?,
-        actor: row.try_get::<Option<String>, _>(5).map_err(m)?.map(WorkerId),
-        epoch: Epoch(uint(row.try_get(6).map_err(m)?, "epoch", at)?),
-    })
+/// One entry of `jobs.history` (schema version 3), as stored: the SQL that appends claims
+/// (`jsonb_build_object` in [`crate::db`]) and the V3 migration build the same object.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HistoryEntry<'a> {
+    at: i64,
+    from: &'a str,
+    to: &'a str,
+    #[serde(borrow)]
+    reason: std::borrow::Cow<'a, str>,
+    attempt: i64,
+    #[serde(borrow)]
+    actor: Option<std::borrow::Cow<'a, str>>,
+    epoch: i64,
+}
+
+impl<'a> HistoryEntry<'a> {
+    fn of(t: &'a Transition) -> Result<HistoryEntry<'a>> {
+        Ok(HistoryEntry {
+            at: ts(t.at),
+            from: t.from.as_str(),
+            to: t.to.as_str(),
+            reason: t.reason.as_str().into(),
+            attempt: i64::from(t.attempt),
+            actor: t.actor.as_ref().map(|a| a.0.as_str().into()),
+            epoch: int(t.epoch.0, "transition epoch")?,
+        })
+    }
+
+    fn into_transition(self, at: &Place) -> Result<Transition> {
+        Ok(Transition {
+            at: ts_back(self.at, at)?,
+            from: status(self.from, at)?,
+            to: status(self.to, at)?,
+            reason: self.reason.into_owned(),
+            attempt: small(self.attempt, "attempt", at)?,
+            actor: self.actor.map(|a| WorkerId(a.into_owned())),
+            epoch: Epoch(uint(self.epoch, "epoch", at)?),
+        })
+    }
+}
+
+/// `transitions` as `jobs.history` entries: a JSON array, to append with `||`.
+pub(crate) fn history_json(transitions: &[Transition]) -> Result<String> {
+    let entries = transitions.iter().map(HistoryEntry::of).collect::<Result<Vec<_>>>()?;
+    serde_json::to_string(&entries).map_err(|e| Error::internal_from("encoding job history", e))
+}
+
+/// The transitions stored in a `jobs.history` array (its text), oldest first.
+pub(crate) fn history_from_json(text: &str, id: JobId, at: &Place) -> Result<Vec<Transition>> {
+    let entries: Vec<HistoryEntry<'_>> =
+        serde_json::from_str(text).map_err(|e| corrupt(at, format!("history of job {id}: {e}")))?;
+    entries.into_iter().map(|e| e.into_transition(at)).collect()
 }
 
 #[cfg(test)]
@@ -202,6 +232,41 @@ mod tests {
         assert_eq!(ts_back(ts(Timestamp::NEVER), &p).unwrap(), Timestamp::NEVER);
         assert_eq!(ts_back(ts(Timestamp(17)), &p).unwrap(), Timestamp(17));
         assert!(ts(Timestamp(u64::MAX - 1)) > ts(Timestamp(1 << 62)));
+    }
+
+    #[test]
+    fn history_entries_round_trip_in_the_stored_shape() {
+        let p = Place { url: "u".into(), schema: "s".into() };
+        let id = JobId::parse("00000000-0000-4000-8000-000000000001").unwrap();
+        let h = vec![
+            Transition {
+                at: Timestamp(5),
+                from: JobStatus::Created,
+                to: JobStatus::Processing,
+                reason: "claimed".into(),
+                attempt: 1,
+                actor: Some(WorkerId("w \"1\"".into())),
+                epoch: Epoch(1),
+            },
+            Transition {
+                at: Timestamp::NEVER,
+                from: JobStatus::Processing,
+                to: JobStatus::PendingVerification,
+                reason: "processed; verifying\n".into(),
+                attempt: 1,
+                actor: None,
+                epoch: Epoch(1),
+            },
+        ];
+        let text = history_json(&h).unwrap();
+        assert!(text.starts_with(r#"[{"at":5,"from":"created","to":"processing","reason":"claimed","#), "{text}");
+        assert!(text.contains(r#""actor":null"#), "{text}");
+        assert_eq!(history_from_json(&text, id, &p).unwrap(), h);
+        assert_eq!(history_from_json("[]", id, &p).unwrap(), Vec::new());
+        let e = history_from_json(r#"[{"at":1}]"#, id, &p).unwrap_err();
+        assert!(e.to_string().contains("history of job"), "{e}");
+        let bad = r#"[{"at":1,"from":"nope","to":"created","reason":"","attempt":0,"actor":null,"epoch":0}]"#;
+        assert!(history_from_json(bad, id, &p).is_err());
     }
 
     #[test]

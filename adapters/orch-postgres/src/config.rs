@@ -126,16 +126,30 @@ impl PostgresConfig {
         })?;
         let statement_timeout = self.statement_timeout.as_millis().to_string();
         let sync = if self.synchronous_commit { "on" } else { "off" };
-        // Generic plans: every statement is prepared once per connection and planned once;
-        // tests/adapter.rs checks that each generic plan uses the indexes.
+        let [(k1, v1), (k2, v2)] = PLANNER_SETTINGS;
         Ok(opts.application_name(&self.application_name).options([
             ("search_path", self.schema.as_str()),
             ("statement_timeout", statement_timeout.as_str()),
             ("synchronous_commit", sync),
-            ("plan_cache_mode", "force_generic_plan"),
+            (k1, v1),
+            (k2, v2),
         ]))
     }
 }
+
+/// How orch's sessions plan their statements.
+///
+/// * Generic plans: every statement is prepared once per connection and planned once.
+/// * That plan is made at the statement's first run on the connection — on a fresh
+///   deployment, while the tables are still empty. On an empty table a sequential scan looks
+///   free, so without `enable_seqscan = off` the claim would update its locked rows by
+///   scanning the whole table instead of by address, and a lookup by id would read every
+///   row, for as long as the connection lives (until an `ANALYZE` invalidates the plan; with
+///   autovacuum off, never). Every orch statement has an index path (tests/adapter.rs checks
+///   each generic plan, on an empty schema with these settings and on a full one without
+///   them); only counts read all of a chain's jobs, through a bitmap of `jobs_key`.
+pub(crate) const PLANNER_SETTINGS: [(&str, &str); 2] =
+    [("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")];
 
 /// Schema names are used unquoted in SQL, so only plain lower-case identifiers are accepted.
 pub(crate) fn validate_schema(schema: &str) -> Result<()> {

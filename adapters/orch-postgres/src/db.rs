@@ -16,22 +16,23 @@ use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
 use crate::codec::{
-    deps_json, int, job_cols, job_from_row, kind_code, kind_from_code, meta_json, status, transition_from_row, ts,
-    ts_back, uint,
+    deps_json, history_from_json, history_json, int, job_cols, job_from_row, kind_code, kind_from_code, meta_json,
+    status, ts, ts_back, uint,
 };
 use crate::error::{corrupt, map_err, BACKEND};
 use crate::PostgresStore;
 
 /// The claim: one statement that picks due jobs per wanted kind with `FOR UPDATE SKIP LOCKED`
 /// (concurrent claimers pass over each other's rows instead of waiting), writes the lease,
-/// epoch, version, status and attempts, and appends the `claimed` history rows.
+/// epoch, version, status and attempts, and appends the `claimed` entry to the history of
+/// each job whose status changes.
 ///
 /// The status mapping and the attempt rule are generated from [`claimed_status`] and
 /// [`claim_counts_attempt`], so they cannot drift from the state machine. `SET` expressions
-/// see the row as it was; `picked` keeps the old status for the history row. The update
-/// finds its rows by their physical address (`ctid = ANY(ARRAY(…))`, a TID scan): the rows
-/// are locked by this statement, so nobody can move them in between, and no index is
-/// searched a second time.
+/// see the row as it was, so the history entry repeats the new status, attempts and epoch.
+/// The update finds its rows by their physical address (`ctid = ANY(ARRAY(…))`, a TID scan):
+/// the rows are locked by this statement, so nobody can move them in between, and no index
+/// is searched a second time.
 fn claim_sql() -> Arc<str> {
     static SQL: OnceLock<Arc<str>> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -44,30 +45,31 @@ fn claim_sql() -> Arc<str> {
             JobStatus::ALL.into_iter().filter(|s| claim_counts_attempt(*s)).map(quote).collect();
         let counting =
             if counting.is_empty() { "false".to_string() } else { format!("j.status IN ({})", counting.join(", ")) };
+        let to = format!("CASE j.status{cases} ELSE j.status END");
+        let attempts = format!("j.attempts + CASE WHEN {counting} THEN 1 ELSE 0 END");
         format!(
             "WITH picked AS ( \
-               SELECT p.id, p.ctid AS tid, p.status AS from_status \
+               SELECT p.ctid AS tid \
                FROM unnest($5::smallint[], $6::bigint[]) AS w(kind, n) \
                CROSS JOIN LATERAL ( \
-                 SELECT ctid, id, status FROM jobs \
+                 SELECT ctid FROM jobs \
                  WHERE chain = $4 AND kind = w.kind AND due_at <= $3 \
                  ORDER BY due_at, first_block LIMIT w.n \
                  FOR UPDATE SKIP LOCKED) p \
              ), claimed AS ( \
-               UPDATE jobs j SET status = CASE j.status{cases} ELSE j.status END, \
-                 attempts = j.attempts + CASE WHEN {counting} THEN 1 ELSE 0 END, \
+               UPDATE jobs j SET status = {to}, attempts = {attempts}, \
                  epoch = j.epoch + 1, version = j.version + 1, \
-                 lease_owner = $1, lease_until = $2, updated_at = $3 \
+                 lease_owner = $1, lease_until = $2, updated_at = $3, \
+                 history = CASE WHEN {to} = j.status THEN j.history \
+                   ELSE j.history || jsonb_build_array(jsonb_build_object('at', $3::bigint, \
+                     'from', j.status, 'to', {to}, 'reason', 'claimed', 'attempt', {attempts}, \
+                     'actor', $1::text, 'epoch', j.epoch + 1)) END \
                WHERE j.ctid = ANY (ARRAY(SELECT tid FROM picked)) \
-               RETURNING j.* \
-             ), history AS ( \
-               INSERT INTO job_history (job_id, version, at, from_status, to_status, reason, attempt, actor, epoch) \
-               SELECT c.id, c.version, $3, p.from_status, c.status, 'claimed', c.attempts, $1, c.epoch \
-               FROM claimed c JOIN picked p ON p.id = c.id WHERE p.from_status <> c.status \
+               RETURNING {cols} \
              ) \
-             SELECT {cols} FROM claimed c \
+             SELECT * FROM claimed c \
              ORDER BY array_position($5::smallint[], c.kind), c.next_run_at, c.first_block, c.last_block",
-            cols = job_cols!("c.")
+            cols = job_cols!("j.")
         )
         .into()
     })
@@ -134,42 +136,46 @@ const BY_KEY_SQL: &str = concat!(
 const BY_ID_SQL: &str = concat!("SELECT ", job_cols!(""), " FROM jobs WHERE id = $1::uuid");
 
 /// A batch of conditional writes in one statement. Each input row (`w`, numbered by `ord`)
-/// updates its job iff version, epoch and key still match; `history` appends the transitions
-/// of the rows that applied; the result says, per input row in order, whether it applied and
-/// whether the job exists. `id = ANY($1)` gives the planner a primary-key path.
+/// updates its job iff version, epoch and key still match, appending its transition (`entry`,
+/// a one-element JSON array, or NULL) to the job's history; the result says, per input row in
+/// order, whether it applied and whether the job exists. `id = ANY($1)` gives the planner a
+/// primary-key path.
 const UPDATE_SQL: &str = concat!(
     "WITH w AS ( ",
     "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], ",
     "$7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], ",
-    "$14::bigint[], $15::bigint[], $16::text[], $17::smallint[], $18::bigint[], $19::bigint[]) WITH ORDINALITY ",
+    "$14::bigint[], $15::bigint[], $16::text[], $17::smallint[], $18::bigint[], $19::bigint[], $20::text[]) ",
+    "WITH ORDINALITY ",
     "AS w(id, version, epoch, status, lease_owner, lease_until, attempts, max_attempts, next_run_at, ",
-    "verify_deadline, deps, meta, last_error, created_at, now, chain, kind, first_block, last_block, ord) ",
+    "verify_deadline, deps, meta, last_error, created_at, now, chain, kind, first_block, last_block, entry, ord) ",
     "), done AS ( ",
     "UPDATE jobs j SET status = w.status, version = j.version + 1, lease_owner = w.lease_owner, ",
     "lease_until = w.lease_until, attempts = w.attempts, max_attempts = w.max_attempts, ",
     "next_run_at = w.next_run_at, verify_deadline = w.verify_deadline, deps = w.deps::jsonb, ",
-    "meta = w.meta::jsonb, last_error = w.last_error, created_at = w.created_at, updated_at = w.now ",
+    "meta = w.meta::jsonb, last_error = w.last_error, created_at = w.created_at, updated_at = w.now, ",
+    "history = CASE WHEN w.entry IS NULL THEN j.history ELSE j.history || w.entry::jsonb END ",
     "FROM w WHERE j.id = ANY ($1::text[]::uuid[]) AND j.id = w.id::uuid AND j.version = w.version ",
     "AND j.epoch = w.epoch AND j.chain = w.chain AND j.kind = w.kind AND j.first_block = w.first_block ",
     "AND j.last_block = w.last_block ",
-    "RETURNING w.ord, j.id, j.version ",
-    "), history AS ( ",
-    "INSERT INTO job_history (job_id, version, at, from_status, to_status, reason, attempt, actor, epoch) ",
-    "SELECT d.id, d.version, t.at, t.from_status, t.to_status, t.reason, t.attempt, t.actor, t.epoch ",
-    "FROM unnest($20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::text[], $25::bigint[], ",
-    "$26::text[], $27::bigint[]) AS t(ord, at, from_status, to_status, reason, attempt, actor, epoch) ",
-    "JOIN done d ON d.ord = t.ord ",
+    "RETURNING w.ord ",
     ") SELECT w.ord, d.ord IS NOT NULL, ",
     "d.ord IS NOT NULL OR EXISTS (SELECT 1 FROM jobs x WHERE x.id = w.id::uuid) ",
     "FROM w LEFT JOIN done d ON d.ord = w.ord ORDER BY w.ord"
 );
 
+/// Wakes the waiting jobs of a list of `(kind, first block)`: per target, a lookup in
+/// `jobs_key` (a `LATERAL` subquery that `OFFSET 0` keeps from being merged into a join, so the
+/// plan is a probe per target however few rows the planner expects — a generic plan made while
+/// `jobs` was empty would otherwise read the chain's whole key range and match every target
+/// against it), then the update of the rows found, by address. A row changed in between (a
+/// concurrent claim) no longer matches its address and is skipped: a wake is only a hint.
 const WAKE_SQL: &str = concat!(
     "UPDATE jobs j SET next_run_at = $1 ",
-    "FROM unnest($3::smallint[], $4::bigint[]) WITH ORDINALITY AS t(kind, first_block, ord) ",
-    "WHERE j.chain = $2 AND j.first_block = t.first_block AND j.kind = t.kind AND j.status = 'created' ",
-    "AND j.next_run_at > $1 ",
-    "RETURNING j.id::text, j.epoch, t.ord, j.last_block"
+    "FROM (SELECT x.tid, t.ord FROM unnest($3::smallint[], $4::bigint[]) WITH ORDINALITY AS t(kind, first_block, ord) ",
+    "CROSS JOIN LATERAL (SELECT ctid AS tid FROM jobs WHERE chain = $2 AND first_block = t.first_block ",
+    "AND kind = t.kind AND status = 'created' AND next_run_at > $1 OFFSET 0) x) s ",
+    "WHERE j.ctid = s.tid AND j.status = 'created' AND j.next_run_at > $1 ",
+    "RETURNING j.id::text, j.epoch, s.ord, j.last_block"
 );
 
 const EXTEND_SQL: &str = concat!(
@@ -181,27 +187,14 @@ const EXTEND_SQL: &str = concat!(
 const COUNT_SQL: &str =
     "SELECT kind, status, COUNT(*) FROM jobs WHERE chain = $1 GROUP BY kind, status ORDER BY kind, status";
 
-const HISTORY_SQL: &str = concat!(
-    "SELECT at, from_status, to_status, reason, attempt, actor, epoch ",
-    "FROM job_history WHERE job_id = $1::uuid ORDER BY version"
-);
+const HISTORY_SQL: &str = "SELECT history::text FROM jobs WHERE id = $1::uuid";
 
-const EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1::uuid)";
-
-/// One exported job, verbatim; a taken key inserts nothing.
+/// One exported job with its history, verbatim; a taken key inserts nothing.
 const IMPORT_SQL: &str = concat!(
     "INSERT INTO jobs (id, chain, kind, first_block, last_block, status, version, epoch, lease_owner, ",
     "lease_until, attempts, max_attempts, next_run_at, verify_deadline, deps, meta, last_error, created_at, ",
-    "updated_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, ",
-    "$16::jsonb, $17, $18, $19) ON CONFLICT (chain, first_block, last_block, kind) DO NOTHING"
-);
-
-/// An exported job's history, in order, at the versions just below the job's own.
-const IMPORT_HISTORY_SQL: &str = concat!(
-    "INSERT INTO job_history (job_id, version, at, from_status, to_status, reason, attempt, actor, epoch) ",
-    "SELECT $1::uuid, $2 + t.ord - 1, t.at, t.from_status, t.to_status, t.reason, t.attempt, t.actor, t.epoch ",
-    "FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[]) ",
-    "WITH ORDINALITY AS t(at, from_status, to_status, reason, attempt, actor, epoch, ord)"
+    "updated_at, history) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, ",
+    "$16::jsonb, $17, $18, $19, $20::jsonb) ON CONFLICT (chain, first_block, last_block, kind) DO NOTHING"
 );
 
 const HEARTBEAT_SQL: &str = concat!(
@@ -293,7 +286,8 @@ struct Checked {
     last: i64,
     deps: String,
     meta: String,
-    t_epoch: Option<i64>,
+    /// The transition as a one-element `jobs.history` array.
+    entry: Option<String>,
 }
 
 fn prepare_write(w: &JobWrite) -> Result<Checked> {
@@ -306,7 +300,7 @@ fn prepare_write(w: &JobWrite) -> Result<Checked> {
         last: int(job.key.range.last(), "block")?,
         deps: deps_json(&job.deps)?,
         meta: meta_json(&job.meta)?,
-        t_epoch: w.transition.as_ref().map(|t| int(t.epoch.0, "transition epoch")).transpose()?,
+        entry: w.transition.as_ref().map(|t| history_json(std::slice::from_ref(t))).transpose()?,
     })
 }
 
@@ -321,10 +315,8 @@ impl PostgresStore {
         let (mut owners, mut untils, mut attempts, mut maxes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut next_runs, mut verifies, mut deps, mut metas) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut errors, mut createds, mut nows, mut chains) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut kinds, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut t_ord, mut t_at, mut t_from, mut t_to) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut t_reason, mut t_attempt, mut t_actor, mut t_epoch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (i, (w, r)) in items.iter().enumerate() {
+        let (mut kinds, mut firsts, mut lasts, mut entries) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (w, r) in items {
             let job = &w.job;
             ids.push(r.id.as_str());
             versions.push(r.version);
@@ -345,16 +337,7 @@ impl PostgresStore {
             kinds.push(kind_code(job.key.kind));
             firsts.push(r.first);
             lasts.push(r.last);
-            if let (Some(t), Some(e)) = (&w.transition, r.t_epoch) {
-                t_ord.push(i as i64 + 1);
-                t_at.push(ts(t.at));
-                t_from.push(t.from.as_str());
-                t_to.push(t.to.as_str());
-                t_reason.push(t.reason.as_str());
-                t_attempt.push(i64::from(t.attempt));
-                t_actor.push(t.actor.as_ref().map(|a| a.0.as_str()));
-                t_epoch.push(e);
-            }
+            entries.push(r.entry.as_deref());
         }
         let rows = sqlx::query(UPDATE_SQL)
             .bind(ids)
@@ -376,14 +359,7 @@ impl PostgresStore {
             .bind(kinds)
             .bind(firsts)
             .bind(lasts)
-            .bind(t_ord)
-            .bind(t_at)
-            .bind(t_from)
-            .bind(t_to)
-            .bind(t_reason)
-            .bind(t_attempt)
-            .bind(t_actor)
-            .bind(t_epoch)
+            .bind(entries)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| map_err(e, at))?;
@@ -407,14 +383,6 @@ impl PostgresStore {
             });
         }
         Ok(out)
-    }
-
-    async fn job_exists(&self, id: JobId) -> Result<bool> {
-        sqlx::query_scalar(EXISTS_SQL)
-            .bind(id.to_string())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| map_err(e, &self.at))
     }
 }
 
@@ -726,29 +694,13 @@ impl Database for PostgresStore {
                 .bind(job.last_error.as_deref())
                 .bind(ts(job.created_at))
                 .bind(ts(job.updated_at))
+                .bind(history_json(&r.history)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(m)?
                 .rows_affected();
             if inserted == 0 {
                 return Err(Error::already_exists(format!("job key {} (imported as job {})", job.key, job.id)));
-            }
-            if !r.history.is_empty() {
-                let h = &r.history;
-                let first = int(job.version.0 + 1 - h.len() as u64, "version")?;
-                sqlx::query(IMPORT_HISTORY_SQL)
-                    .bind(&id)
-                    .bind(first)
-                    .bind(h.iter().map(|t| ts(t.at)).collect::<Vec<_>>())
-                    .bind(h.iter().map(|t| t.from.as_str()).collect::<Vec<_>>())
-                    .bind(h.iter().map(|t| t.to.as_str()).collect::<Vec<_>>())
-                    .bind(h.iter().map(|t| t.reason.as_str()).collect::<Vec<_>>())
-                    .bind(h.iter().map(|t| i64::from(t.attempt)).collect::<Vec<_>>())
-                    .bind(h.iter().map(|t| t.actor.as_ref().map(|a| a.0.as_str())).collect::<Vec<_>>())
-                    .bind(h.iter().map(|t| int(t.epoch.0, "epoch")).collect::<Result<Vec<_>>>()?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(m)?;
             }
             out.push(true);
         }
@@ -758,13 +710,15 @@ impl Database for PostgresStore {
 
     async fn history(&self, id: JobId) -> Result<Vec<Transition>> {
         let at = &*self.at;
-        let rows =
-            sqlx::query(HISTORY_SQL).bind(id.to_string()).fetch_all(&self.pool).await.map_err(|e| map_err(e, at))?;
-        let out = rows.iter().map(|r| transition_from_row(r, at)).collect::<Result<Vec<_>>>()?;
-        if out.is_empty() && !self.job_exists(id).await? {
-            return Err(Error::not_found(format!("job {id}")));
+        let text: Option<String> = sqlx::query_scalar(HISTORY_SQL)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, at))?;
+        match text {
+            Some(text) => history_from_json(&text, id, at),
+            None => Err(Error::not_found(format!("job {id}"))),
         }
-        Ok(out)
     }
 
     async fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {

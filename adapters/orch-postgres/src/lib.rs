@@ -146,6 +146,13 @@ impl PostgresStore {
         PostgresStore::open(config, false).await
     }
 
+    /// The planner settings of the store's sessions, as `(name, value)` (for plan checks in
+    /// tests, which plan the engine's statements as the store's connections do).
+    #[doc(hidden)]
+    pub fn planner_settings() -> &'static [(&'static str, &'static str)] {
+        &config::PLANNER_SETTINGS
+    }
+
     /// The SQL text of every statement the engine's hot paths run (for plan checks in tests).
     #[doc(hidden)]
     pub fn engine_queries() -> Vec<(&'static str, String)> {

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use crate::error::{map_err, Place};
 
 /// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// First key of the advisory lock that serialises migrations ("orch"); the second is the
 /// schema name's hash, so deployments in different schemas do not wait for each other.
@@ -17,7 +17,7 @@ const LOCK_CLASS: i32 = 0x6F72_6368;
 
 /// `(version, SQL)`, applied in order to schemas below that version. The SQL runs with
 /// `search_path` set to the target schema.
-const MIGRATIONS: &[(u32, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(u32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// Version 1.
 ///
@@ -118,6 +118,31 @@ CREATE INDEX jobs_unsettled ON jobs (chain, first_block, last_block) WHERE kind 
 CREATE INDEX jobs_stuck ON jobs (chain, kind, first_block, last_block)
     WHERE status IN ('failed', 'verification_timeout', 'cancelled');
 ALTER TABLE jobs SET (fillfactor = 80);
+"#;
+
+/// Version 3: a job's history lives in its row.
+///
+/// * `jobs.history` is a `jsonb` array of the job's transitions, oldest first, each an object
+///   `{"at", "from", "to", "reason", "attempt", "actor", "epoch"}` (`at` in milliseconds,
+///   statuses as stored in `status`, `actor` null when unknown; see
+///   [`crate::codec::HistoryEntry`]). The write that changes a job's status appends to it in
+///   the same `UPDATE`, so a claim or a completion writes one heap row and its index entries,
+///   where the `job_history` table cost one more heap row and one more index entry each.
+/// * The rows of `job_history` are moved into their jobs' `history` in version order, and the
+///   table is dropped. (Its rows have no other reader; a row whose job does not exist — jobs
+///   are never deleted — has nowhere to go and goes with the table.) The `UPDATE` rewrites
+///   every job that has a history, in the migration's one transaction.
+const V3: &str = r#"
+ALTER TABLE jobs ADD COLUMN history jsonb NOT NULL DEFAULT '[]';
+UPDATE jobs j SET history = h.entries
+FROM (
+    SELECT job_id, jsonb_agg(jsonb_build_object(
+               'at', at, 'from', from_status, 'to', to_status, 'reason', reason,
+               'attempt', attempt, 'actor', actor, 'epoch', epoch) ORDER BY version) AS entries
+    FROM job_history GROUP BY job_id
+) h
+WHERE j.id = h.job_id;
+DROP TABLE job_history;
 "#;
 
 /// The schema's version: `None` when the schema or its `schema_version` table is missing.

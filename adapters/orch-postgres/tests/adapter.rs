@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use orch_core::db::Database;
 use orch_core::error::Error;
-use orch_core::job::{ClaimRequest, JobMeta, JobWrite, NewJob, Transition};
-use orch_core::types::{BlockRange, ChainId, JobId, JobKey, JobKind, JobStatus, Timestamp, WorkerId};
+use orch_core::job::{ClaimRequest, Job, JobMeta, JobWrite, NewJob, Transition};
+use orch_core::types::{
+    BlockRange, ChainId, Epoch, JobId, JobKey, JobKind, JobStatus, Lease, Timestamp, Version, WorkerId,
+};
 use orch_postgres::{PostgresConfig, PostgresStore, SCHEMA_VERSION};
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -164,6 +166,73 @@ async fn job_indexes(url: &str, name: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// Moves `job` to status `to` as a store at schema version 1 or 2 did (this code writes
+/// version 3 only): the row gets the next version — with `lease`, also a lease, the next
+/// epoch and one more attempt — and `job_history` a row at that version. Returns the job as
+/// stored and the transition recorded.
+async fn old_write(
+    raw: &mut sqlx::PgConnection,
+    schema: &str,
+    job: &Job,
+    to: JobStatus,
+    lease: Option<&str>,
+    at: Timestamp,
+    reason: &str,
+) -> (Job, Transition) {
+    let mut j = job.clone();
+    let from = j.status;
+    j.status = to;
+    j.version = Version(j.version.0 + 1);
+    j.lease = None;
+    if let Some(owner) = lease {
+        j.epoch = Epoch(j.epoch.0 + 1);
+        j.attempts += 1;
+        j.lease = Some(Lease { owner: WorkerId(owner.into()), until: Timestamp(T0.0 + 60_000) });
+    }
+    let t = Transition {
+        at,
+        from,
+        to,
+        reason: reason.into(),
+        attempt: j.attempts,
+        actor: lease.map(|o| WorkerId(o.into())),
+        epoch: j.epoch,
+    };
+    let sql = format!(
+        "UPDATE {schema}.jobs SET status = $2, version = $3, epoch = $4, attempts = $5, lease_owner = $6, \
+         lease_until = $7 WHERE id = $1::uuid"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(j.id.to_string())
+        .bind(to.as_str())
+        .bind(j.version.0 as i64)
+        .bind(j.epoch.0 as i64)
+        .bind(i64::from(j.attempts))
+        .bind(j.lease.as_ref().map(|l| l.owner.0.clone()))
+        .bind(j.lease.as_ref().map(|l| l.until.0 as i64))
+        .execute(&mut *raw)
+        .await
+        .unwrap();
+    let sql = format!(
+        "INSERT INTO {schema}.job_history (job_id, version, at, from_status, to_status, reason, attempt, actor, \
+         epoch) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(j.id.to_string())
+        .bind(j.version.0 as i64)
+        .bind(i64::try_from(at.0).unwrap_or(i64::MAX))
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(i64::from(j.attempts))
+        .bind(lease)
+        .bind(j.epoch.0 as i64)
+        .execute(&mut *raw)
+        .await
+        .unwrap();
+    (j, t)
+}
+
 /// A store set up by the first release (schema version 1), holding jobs in every state the
 /// hot path leaves them in, is upgraded in place: the data and history survive, the indexes
 /// are those of the current version, and the upgraded store claims, completes and lists.
@@ -179,28 +248,19 @@ async fn a_store_created_at_version_1_upgrades_and_keeps_its_jobs() {
     assert!(matches!(&e, Error::InvalidInput { field, .. } if field == "version"), "{e:?}");
 
     // Version-1 data: a settled state transition, an unsettled one, a failed one, a claimed
-    // SNOS job and a created one.
+    // SNOS job and a created one. (Creation writes the same columns in every version.)
     let c = chain();
     let created = old.create_jobs(new_jobs(&c, JobKind::StateTransition, 0..3), T0).await.unwrap();
-    old.create_jobs(new_jobs(&c, JobKind::SnosRun, 0..2), T0).await.unwrap();
-    let finish = |job: &orch_core::job::Job, to: JobStatus| {
-        let mut j = job.clone();
-        let t =
-            Transition { at: T0, from: j.status, to, reason: "test".into(), attempt: 0, actor: None, epoch: j.epoch };
-        j.status = to;
-        JobWrite { job: j, transition: Some(t), now: T0 }
-    };
-    let writes = vec![finish(created[0].job(), JobStatus::Completed), finish(created[2].job(), JobStatus::Failed)];
-    for r in old.update_jobs(&writes).await.unwrap() {
-        r.unwrap();
-    }
-    let claimed = old.claim_jobs(&claim(&c, "w-old", 1)).await.unwrap();
-    assert_eq!(claimed.len(), 1);
+    let snos = old.create_jobs(new_jobs(&c, JobKind::SnosRun, 0..2), T0).await.unwrap();
+    let mut raw = common::raw(&s.url).await;
+    old_write(&mut raw, &s.name, created[0].job(), JobStatus::Completed, None, T0, "test").await;
+    old_write(&mut raw, &s.name, created[2].job(), JobStatus::Failed, None, T0, "test").await;
+    let (claimed, t) =
+        old_write(&mut raw, &s.name, snos[0].job(), JobStatus::Processing, Some("w-old"), T0, "claimed").await;
     let before = old.list_jobs(&orch_core::job::JobQuery::all(c.clone(), 100)).await.unwrap();
-    let history_before = old.history(claimed[0].id).await.unwrap();
+    assert!(before.contains(&claimed));
 
     let new = PostgresStore::connect_and_migrate(s.config()).await.unwrap();
-    let mut raw = common::raw(&s.url).await;
     let v: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {}.schema_version", s.name)))
         .fetch_one(&mut raw)
         .await
@@ -215,7 +275,7 @@ async fn a_store_created_at_version_1_upgrades_and_keeps_its_jobs() {
 
     // Same jobs, same history; the upgraded store serves every query the engine makes.
     assert_eq!(new.list_jobs(&orch_core::job::JobQuery::all(c.clone(), 100)).await.unwrap(), before);
-    assert_eq!(new.history(claimed[0].id).await.unwrap(), history_before);
+    assert_eq!(new.history(claimed.id).await.unwrap(), vec![t]);
     let mut unsettled = orch_core::job::JobQuery::all(c.clone(), 10);
     unsettled.kinds = vec![JobKind::StateTransition];
     unsettled.statuses = JobStatus::ALL.into_iter().filter(|s| *s != JobStatus::Completed).collect();
@@ -227,10 +287,86 @@ async fn a_store_created_at_version_1_upgrades_and_keeps_its_jobs() {
     assert_eq!(got, vec![created[2].job().id]);
     let more = new.claim_jobs(&claim(&c, "w-new", 10)).await.unwrap();
     assert_eq!(more.len(), 1, "the other SNOS job is still due; the claimed one is leased");
-    assert_ne!(more[0].id, claimed[0].id);
-    let done = new.update_jobs(&[finish(&more[0], JobStatus::Completed)]).await.unwrap();
+    assert_ne!(more[0].id, claimed.id);
+    let mut j = more[0].clone();
+    let t = Transition {
+        at: T0,
+        from: j.status,
+        to: JobStatus::Completed,
+        reason: "test".into(),
+        attempt: 0,
+        actor: None,
+        epoch: j.epoch,
+    };
+    j.status = JobStatus::Completed;
+    let done = new.update_jobs(&[JobWrite { job: j, transition: Some(t), now: T0 }]).await.unwrap();
     assert_eq!(done[0].as_ref().unwrap().status, JobStatus::Completed);
     assert_eq!(new.history(more[0].id).await.unwrap().len(), 2, "claimed, then completed");
+    s.drop().await;
+}
+
+/// Whether table `table` exists in schema `name`.
+async fn has_table(url: &str, name: &str, table: &str) -> bool {
+    let mut raw = common::raw(url).await;
+    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{name}.{table}"))
+        .fetch_one(&mut raw)
+        .await
+        .unwrap()
+}
+
+/// A store at schema version 2 (history in the `job_history` table) is upgraded in place: each
+/// job keeps its transitions, in order and field for field (actors or none, a reason with
+/// quotes and a newline, `Timestamp::NEVER`), a job without history keeps none, the table is
+/// gone, and new transitions are appended after the moved ones.
+#[tokio::test]
+async fn a_store_created_at_version_2_moves_its_history_into_the_jobs() {
+    let Some(s) = fresh().await else { return };
+    let old = PostgresStore::connect_unchecked(s.config()).await.unwrap();
+    old.migrate_to_version(2).await.unwrap();
+    assert!(has_table(&s.url, &s.name, "job_history").await);
+    let e = PostgresStore::connect(s.config()).await.unwrap_err();
+    assert!(e.to_string().contains("is at version 2") && e.to_string().contains("orchestrator setup"), "{e}");
+
+    // Version-2 data: a claimed job, one claimed and deferred four times (eight entries, the
+    // last at `NEVER`), and one never touched.
+    let c = chain();
+    let created = old.create_jobs(new_jobs(&c, JobKind::SnosRun, 0..3), T0).await.unwrap();
+    let mut raw = common::raw(&s.url).await;
+    let (claimed, t) =
+        old_write(&mut raw, &s.name, created[0].job(), JobStatus::Processing, Some("w-old"), T0, "claimed").await;
+    let mut busy = created[1].job().clone();
+    let mut busy_history = Vec::new();
+    for i in 0..4u64 {
+        let (j, t) =
+            old_write(&mut raw, &s.name, &busy, JobStatus::Processing, Some("w-old"), Timestamp(T0.0 + i), "claimed")
+                .await;
+        busy_history.push(t);
+        let at = if i == 3 { Timestamp::NEVER } else { Timestamp(T0.0 + i) };
+        let (j, t) = old_write(&mut raw, &s.name, &j, JobStatus::Created, None, at, "waiting for \"deps\"\n").await;
+        busy_history.push(t);
+        busy = j;
+    }
+    let untouched = created[2].job().id;
+
+    let new = PostgresStore::connect_and_migrate(s.config()).await.unwrap();
+    PostgresStore::connect(s.config()).await.unwrap();
+    assert!(!has_table(&s.url, &s.name, "job_history").await, "the history table is dropped");
+    assert_eq!(new.get_job(claimed.id).await.unwrap(), claimed);
+    assert_eq!(new.get_job(busy.id).await.unwrap(), busy);
+    assert_eq!(new.history(claimed.id).await.unwrap(), vec![t]);
+    assert_eq!(new.history(busy.id).await.unwrap(), busy_history);
+    assert_eq!(new.history(untouched).await.unwrap(), Vec::new());
+
+    // New transitions go after the moved ones.
+    let again = new.claim_jobs(&claim(&c, "w-new", 10)).await.unwrap();
+    let j = again.iter().find(|j| j.id == busy.id).expect("the deferred job is due again");
+    let h = new.history(j.id).await.unwrap();
+    assert_eq!(h.len(), 9);
+    assert_eq!(&h[..8], &busy_history[..]);
+    assert_eq!((h[8].reason.as_str(), h[8].from, h[8].to), ("claimed", JobStatus::Created, JobStatus::Processing));
+    assert_eq!(h[8].actor, Some(WorkerId("w-new".into())));
+    assert_eq!((h[8].epoch, h[8].attempt), (j.epoch, j.attempts));
     s.drop().await;
 }
 
@@ -406,12 +542,62 @@ async fn pool_recovers_after_the_server_drops_its_connections() {
     s.drop().await;
 }
 
-/// Every engine statement is planned with index scans on `jobs` and `job_history`, also as a
-/// generic plan (what a prepared statement uses after a few runs).
+/// Prepares every engine statement on `raw` as a generic plan (statement names start with
+/// `phase`) and checks that it reads `jobs` through its indexes as intended.
+async fn check_engine_plans(raw: &mut sqlx::PgConnection, phase: &str) {
+    for (name, sql) in PostgresStore::engine_queries() {
+        // Counting a chain's jobs reads all of them by nature (operators' view, not the hot path).
+        if name == "count" {
+            continue;
+        }
+        let params = (1..40).filter(|i| sql.contains(&format!("${i}"))).count();
+        let stmt = format!("{phase}_{}", name.replace(' ', "_"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE {stmt} AS {sql}"))).execute(&mut *raw).await.unwrap();
+        let nulls = vec!["NULL"; params].join(", ");
+        let explain = format!("EXPLAIN (COSTS OFF) EXECUTE {stmt}({nulls})");
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain)).fetch_all(&mut *raw).await.unwrap();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan on jobs"), "{phase}: {name} scans jobs:\n{plan}");
+        // Which index a listing takes is the planner's call on the table's statistics: checked
+        // once there are some.
+        if name == "list unsettled" && phase == "full" {
+            assert!(plan.contains("jobs_unsettled"), "the lowest-unsettled listing must use jobs_unsettled:\n{plan}");
+        }
+        if name == "list stuck" && phase == "full" {
+            assert!(plan.contains("jobs_stuck"), "a listing of failed jobs must use jobs_stuck:\n{plan}");
+        }
+        if name == "claim" {
+            assert!(
+                plan.contains("Tid Scan on jobs"),
+                "{phase}: the claim must update the rows it locked by ctid:\n{plan}"
+            );
+        }
+        if name == "wake" {
+            // One probe per target, never the chain's whole key range.
+            let probe = "Index Cond: ((chain = $2) AND (first_block = t.first_block) AND (kind = t.kind))";
+            assert!(plan.contains(probe), "{phase}: the wake must probe jobs_key per target:\n{plan}");
+        }
+        println!("{phase} {name}:\n{plan}\n");
+    }
+}
+
+/// Every engine statement is planned with index scans on `jobs` as a generic plan (what the
+/// store's sessions use): planned on an empty, never analysed schema with the sessions'
+/// planner settings — a fresh deployment's connections plan their statements then, and keep
+/// those plans — and planned on 20,000 analysed jobs without `enable_seqscan = off`, so the
+/// indexes win on their merits.
 #[tokio::test]
 async fn engine_queries_use_indexes() {
     let Some(s) = fresh().await else { return };
     let store = PostgresStore::connect_and_migrate(s.config()).await.unwrap();
+    let mut empty = common::raw(&s.url).await;
+    let mut set = format!("SET search_path TO {}", s.name);
+    for (k, v) in PostgresStore::planner_settings() {
+        set.push_str(&format!("; SET {k} = {v}"));
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(set)).execute(&mut empty).await.unwrap();
+    check_engine_plans(&mut empty, "empty").await;
+
     // Enough rows, spread over chains and statuses, for the planner to prefer indexes.
     for _ in 0..4 {
         let c = chain();
@@ -438,37 +624,13 @@ async fn engine_queries_use_indexes() {
     }
     let mut raw = common::raw(&s.url).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "ANALYZE {0}.jobs; ANALYZE {0}.job_history; SET search_path TO {0}; SET plan_cache_mode = force_generic_plan",
+        "ANALYZE {0}.jobs; SET search_path TO {0}; SET plan_cache_mode = force_generic_plan",
         s.name
     )))
     .execute(&mut raw)
     .await
     .unwrap();
-    for (name, sql) in PostgresStore::engine_queries() {
-        // Counting a chain's jobs reads all of them by nature (operators' view, not the hot path).
-        if name == "count" {
-            continue;
-        }
-        let params = (1..40).filter(|i| sql.contains(&format!("${i}"))).count();
-        let stmt = format!("p_{}", name.replace(' ', "_"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE {stmt} AS {sql}"))).execute(&mut raw).await.unwrap();
-        let nulls = vec!["NULL"; params].join(", ");
-        let explain = format!("EXPLAIN (COSTS OFF) EXECUTE {stmt}({nulls})");
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain)).fetch_all(&mut raw).await.unwrap();
-        let plan = plan.join("\n");
-        assert!(!plan.contains("Seq Scan on jobs"), "{name} scans jobs:\n{plan}");
-        assert!(!plan.contains("Seq Scan on job_history"), "{name} scans job_history:\n{plan}");
-        if name == "list unsettled" {
-            assert!(plan.contains("jobs_unsettled"), "the lowest-unsettled listing must use jobs_unsettled:\n{plan}");
-        }
-        if name == "list stuck" {
-            assert!(plan.contains("jobs_stuck"), "a listing of failed jobs must use jobs_stuck:\n{plan}");
-        }
-        if name == "claim" {
-            assert!(plan.contains("Tid Scan on jobs"), "the claim must update the rows it locked by ctid:\n{plan}");
-        }
-        println!("{name}:\n{plan}\n");
-    }
+    check_engine_plans(&mut raw, "full").await;
     s.drop().await;
 }
 
@@ -525,7 +687,7 @@ async fn claim_and_complete(config: PostgresConfig, n: u64) -> f64 {
 }
 
 /// Claim + complete throughput with 8 workers on one store: the engine's hot loop without
-/// handlers (2 statements per 128 jobs, 2 history rows per job). Prints the figures with
+/// handlers (2 statements per 128 jobs, 2 history entries per job). Prints the figures with
 /// `synchronous_commit` on and off; asserts only correctness.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claim_and_complete_throughput_with_eight_workers() {

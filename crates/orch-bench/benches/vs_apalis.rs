@@ -37,7 +37,8 @@ const DEFAULT_N: u64 = 5_000;
 /// Creates `n` jobs in a fresh SQLite file and runs them to completion; returns the elapsed time.
 async fn orch_run(dir: &Path, n: u64) -> Result<Duration, BoxError> {
     let store = SqliteStore::open(SqliteConfig::new(dir.join("orch.db"))).await?;
-    let elapsed = orch_noop_run(store.database(), n, 64, 1024, Duration::from_secs(600)).await?;
+    let elapsed =
+        orch_noop_run(store.database(), n, 64, 1024, Duration::from_millis(5), Duration::from_secs(600)).await?;
     store.close();
     Ok(elapsed)
 }

@@ -6,18 +6,26 @@
 //! `ORCH_BENCH_N`, default 20,000). graphile-worker 0.17.3 must be installed with npm in
 //! `ORCH_GRAPHILE_DIR` (default `~/.cache/orch/graphile`; `scripts/bench-peers.sh` does it).
 //!
-//! - **orch**: `Engine` on `orch_postgres::PostgresStore`, 8 workers, no queue, claims of 256.
-//!   Jobs are created in chunks of 1,024 while the engine runs; the span ends when
-//!   `engine.stats().completed == N` (every completion committed).
+//! - **orch**: `Engine` on `orch_postgres::PostgresStore`, 8 workers, no queue, claims of 256,
+//!   the engine's default sweep interval (500 ms; graphile-worker's `pollInterval` here is
+//!   1 s). Jobs are created in chunks of 1,024 while the engine runs, and the engine is told
+//!   after each chunk (as graphile-worker's `add_jobs` notifies its runner); the span ends
+//!   when `engine.stats().completed == N` (every completion committed).
 //! - **graphile-worker** 0.17.3 (Node): `addJobs` in chunks of 5,000, then a runner with
 //!   `concurrentJobs: 8` and its documented fast settings (`localQueue.size = 500`,
 //!   `completeJobBatchDelay = 0`, `maxPoolSize = 10`); the span ends when its job table is
 //!   empty (it deletes completed jobs). Its process start and schema migration are outside
 //!   the span.
+//!
+//! Both connect over the same transport: graphile-worker's driver (node-postgres) uses TLS
+//! only when the URL asks for it, and orch's (sqlx) whenever the server offers it, so a URL
+//! without `sslmode` gets `sslmode=disable` for both sides (set `sslmode` in the URL to
+//! compare over TLS: both honour it).
 
 use std::process::Command;
 use std::time::Duration;
 
+use orch_core::engine::EngineConfig;
 use orch_core::secret::Secret;
 use orch_postgres::{PostgresConfig, PostgresStore};
 
@@ -42,7 +50,8 @@ async fn orch_run(url: &str, n: u64) -> Result<Duration, BoxError> {
         ..PostgresConfig::default()
     };
     let store = PostgresStore::connect_and_migrate(config).await?;
-    let elapsed = orch_noop_run(store.database(), n, 256, 1024, Duration::from_secs(600)).await;
+    let poll = EngineConfig::default().poll_interval;
+    let elapsed = orch_noop_run(store.database(), n, 256, 1024, poll, Duration::from_secs(600)).await;
     store.close().await;
     drop_schema(url, &schema);
     elapsed
@@ -71,6 +80,18 @@ fn graphile_run(url: &str, n: u64, dir: &str) -> Result<Duration, BoxError> {
     Ok(Duration::from_secs_f64(ms / 1000.0))
 }
 
+/// `url` with `sslmode=disable` added unless it names an `sslmode`: the transport both sides
+/// use by default (see the module docs).
+fn same_transport(url: &str) -> String {
+    if url.contains("sslmode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -85,6 +106,7 @@ fn main() -> Result<(), BoxError> {
         println!("skipping: set ORCH_TEST_POSTGRES_URL (scripts/services.sh exports it)");
         return Ok(());
     };
+    let url = same_transport(&url);
     let n: u64 = match std::env::var("ORCH_BENCH_N") {
         Ok(v) => v.parse()?,
         Err(_) => DEFAULT_N,
@@ -98,6 +120,8 @@ fn main() -> Result<(), BoxError> {
         "orch vs graphile-worker 0.17.3 on PostgreSQL, N={n} no-op jobs, concurrency={CONCURRENCY}, {RUNS} runs each"
     );
     println!("span: enqueue all N + run to completion (durably done)");
+    let tls = if url.contains("sslmode=disable") { "plaintext" } else { "as the URL's sslmode says" };
+    println!("transport: {tls}, the same for both");
     let (mut orch, mut gw) = (Vec::new(), Vec::new());
     for run in 1..=RUNS {
         let o = rt.block_on(orch_run(&url, n))?;

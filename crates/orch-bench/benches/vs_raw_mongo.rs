@@ -46,7 +46,8 @@ async fn orch_run(url: &str, n: u64) -> Result<Duration, BoxError> {
         MongoConfig { url: Secret::new(url.to_string()), database: database.clone(), ..MongoConfig::default() };
     let store = MongoStore::connect_and_migrate(config).await?;
     // One batch: creates are cheap next to this server's per-document updates.
-    let elapsed = orch_noop_run(store.database(), n, 64, n as usize, Duration::from_secs(900)).await;
+    let elapsed =
+        orch_noop_run(store.database(), n, 64, n as usize, Duration::from_millis(5), Duration::from_secs(900)).await;
     mongodb::Client::with_uri_str(url).await?.database(&database).drop().await?;
     elapsed
 }
