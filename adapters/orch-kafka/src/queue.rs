@@ -12,10 +12,11 @@ use orch_core::queue::{Delivery, OutMessage, Queue, QueueCapabilities, Receipt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
@@ -38,6 +39,10 @@ const MAX_HELD: usize = 100_000;
 const DEAD_RETRY: Duration = Duration::from_secs(1);
 /// Longest the pump sleeps without looking at timers and commits.
 const TICK: Duration = Duration::from_millis(500);
+/// Most records in one batch our producer writes (librdkafka's `batch.num.messages`, set
+/// explicitly), and so how far before a position a partition is read again (see [`Track`]):
+/// the batch holding that position starts at most this many offsets earlier.
+const REWIND: i64 = 1_000;
 
 /// Header with the delivery attempt the record starts at (1 for a fresh send), in ASCII.
 pub(crate) const H_ATTEMPT: &str = "orch-attempt";
@@ -133,6 +138,38 @@ impl Part {
     }
 }
 
+/// Where reading a partition assigned to this instance has got to.
+///
+/// A fetch from an offset inside a stored batch must return that whole batch (the client
+/// drops the records before the offset). Some Kafka-API brokers (tansu 0.6) return only the
+/// batches that start at or after it, silently skipping the rest of that batch. The consumer
+/// fetches from inside a batch whenever it resumes at a committed offset (after a rebalance)
+/// or at its own position (after a pause): a skipped record would never be delivered, and
+/// acks of later ones would commit past it. So reading starts [`REWIND`] offsets earlier
+/// (before the start of the batch holding the position), and records below the position
+/// (`floor`) are passed over: finished by the group, or taken in here before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Track {
+    /// One past the last record fetched since reading (re)started here, if any: where the
+    /// consumer resumes after a pause, and the offset the next record must have.
+    next: Option<i64>,
+    /// Records below this are passed over (reading again from before it).
+    floor: Option<i64>,
+}
+
+/// What to do with a fetched record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// It continues the partition: take it in.
+    Take,
+    /// Not this instance's (partition revoked), or below the floor, or fetched twice: pass
+    /// over it.
+    Pass,
+    /// The broker skipped the records from `floor` on (a start point not foreseen): read the
+    /// partition again from before `floor`.
+    Rewind { floor: i64 },
+}
+
 /// Everything this instance holds; one lock, never held across an await.
 #[derive(Debug, Default)]
 struct State {
@@ -142,6 +179,8 @@ struct State {
     held_n: usize,
     deadlines: BinaryHeap<Reverse<(Instant, u64, Key)>>,
     parts: HashMap<(Src, i32), Part>,
+    /// The partitions assigned to this instance.
+    tracks: HashMap<(Src, i32), Track>,
     seq: u64,
     /// A partition's position may have moved since the last commit.
     dirty: bool,
@@ -152,6 +191,45 @@ struct State {
 }
 
 impl State {
+    /// Checks that a fetched record continues its partition where this instance left off.
+    fn check(&mut self, (src, partition, offset): Key) -> Check {
+        let Some(t) = self.tracks.get_mut(&(src, partition)) else { return Check::Pass };
+        if let Some(floor) = t.floor {
+            t.next = Some(offset + 1);
+            if offset < floor {
+                return Check::Pass;
+            }
+            // Read again from before the floor: whatever the broker has from the floor on
+            // arrives now (a gap that remains is in the log itself, e.g. a transaction marker).
+            t.floor = None;
+            return Check::Take;
+        }
+        match t.next {
+            Some(next) if offset > next => Check::Rewind { floor: next },
+            Some(next) if offset < next => Check::Pass,
+            _ => {
+                t.next = Some(offset + 1);
+                Check::Take
+            }
+        }
+    }
+
+    /// The partition is being read again from before `floor`.
+    fn rewound(&mut self, src: Src, partition: i32, floor: i64) {
+        if let Some(t) = self.tracks.get_mut(&(src, partition)) {
+            *t = Track { next: None, floor: Some(t.floor.map_or(floor, |f| f.max(floor))) };
+        }
+    }
+
+    /// Where to read a paused partition again from when it resumes, and the floor to pass
+    /// over up to; `None` when nothing was fetched since reading (re)started (the consumer
+    /// then resumes at that start).
+    fn resume_at(&self, src: Src, partition: i32) -> Option<(i64, i64)> {
+        let t = self.tracks.get(&(src, partition))?;
+        let next = t.next?;
+        Some((rewind_from(next), t.floor.map_or(next, |f| f.max(next))))
+    }
+
     /// Registers a consumed record; false when it is already held (fetched twice).
     fn add(&mut self, key: Key, payload: Vec<u8>, attempt: u32, status: Status, dead: Option<&'static str>) -> bool {
         if self.entries.contains_key(&key) {
@@ -300,6 +378,7 @@ impl State {
     /// Forgets a partition given to another instance: its records will be read there again
     /// from the committed position, so every receipt of it is now stale.
     fn drop_partition(&mut self, src: Src, partition: i32) -> Option<i64> {
+        self.tracks.remove(&(src, partition));
         let part = self.parts.remove(&(src, partition))?;
         for offset in &part.outstanding {
             if let Some(e) = self.entries.remove(&(src, partition, *offset)) {
@@ -336,6 +415,11 @@ impl State {
     fn active(&self) -> usize {
         self.entries.len() - self.held_n
     }
+}
+
+/// Where to start reading so that the batch holding `position` is fetched whole.
+fn rewind_from(position: i64) -> i64 {
+    position.saturating_sub(REWIND).max(0)
 }
 
 fn receipt(key: Key, seq: u64) -> Receipt {
@@ -415,6 +499,8 @@ impl ClientContext for LogCtx {
 struct ConsumerCtx {
     state: Arc<Mutex<State>>,
     names: Arc<Names>,
+    /// Bound on the broker calls made during a rebalance.
+    timeout: Duration,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -427,9 +513,9 @@ impl ClientContext for ConsumerCtx {
     }
 }
 
-impl ConsumerContext for ConsumerCtx {
-    fn pre_rebalance(&self, base_consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else { return };
+impl ConsumerCtx {
+    /// Commits the finished prefix of the partitions taken away and forgets them.
+    fn revoke(&self, base_consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let mut commit = TopicPartitionList::new();
         {
             let mut st = lock(&self.state);
@@ -450,13 +536,63 @@ impl ConsumerContext for ConsumerCtx {
         }
     }
 
-    fn post_rebalance(&self, _base_consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            tracing::debug!(target: "orch::queue", backend = BACKEND, partitions = tpl.count(), "partitions assigned");
-            // New partitions start unpaused; the pump pauses them again if it must.
+    /// Takes the partitions given to this instance, reading each from [`REWIND`] before the
+    /// group's committed offset and passing over what is below it (see [`Track`]).
+    fn assign(&self, base_consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let committed = base_consumer.committed_offsets(tpl.clone(), self.timeout);
+        if let Err(e) = &committed {
+            tracing::warn!(target: "orch::queue", backend = BACKEND, error = %e,
+                "cannot read the committed offsets; resuming at them as they are");
+        }
+        let mut start = tpl.clone();
+        {
             let mut st = lock(&self.state);
+            for el in tpl.elements() {
+                let Some(src) = self.names.src(el.topic()) else { continue };
+                let position = committed
+                    .as_ref()
+                    .ok()
+                    .and_then(|c| c.find_partition(el.topic(), el.partition()))
+                    .filter(|c| c.error().is_ok())
+                    .and_then(|c| match c.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                // Nothing committed: the log start, where a fetch cannot fall inside a batch.
+                let mut track = Track::default();
+                if let Some(pos) = position {
+                    if start.set_partition_offset(el.topic(), el.partition(), Offset::Offset(rewind_from(pos))).is_ok()
+                    {
+                        track.floor = Some(pos);
+                    }
+                }
+                st.tracks.insert((src, el.partition()), track);
+            }
+            // New partitions start unpaused; the pump pauses them again if it must.
             st.paused_main = false;
             st.paused_retry = false;
+        }
+        tracing::debug!(target: "orch::queue", backend = BACKEND, partitions = tpl.count(), "partitions assigned");
+        if let Err(e) = base_consumer.assign(&start) {
+            tracing::warn!(target: "orch::queue", backend = BACKEND, error = %e, "cannot take the assigned partitions");
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    // The group uses an eager assignor (librdkafka's default), so an assignment replaces the
+    // previous one whole.
+    fn rebalance(&self, base_consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            self.assign(base_consumer, tpl);
+            return;
+        }
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+            tracing::warn!(target: "orch::queue", backend = BACKEND, error = ?err, "rebalance failed; giving up the partitions");
+        }
+        self.revoke(base_consumer, tpl);
+        if let Err(e) = base_consumer.unassign() {
+            tracing::warn!(target: "orch::queue", backend = BACKEND, error = %e, "cannot give up the revoked partitions");
         }
     }
 
@@ -549,6 +685,7 @@ impl KafkaQueue {
             .clone()
             .set("acks", "all")
             .set("linger.ms", "2")
+            .set("batch.num.messages", REWIND.to_string())
             .set("message.timeout.ms", ms(config.send_timeout).to_string())
             .create_with_context(LogCtx)
             .map_err(|e| map_err(e, &what, &brokers))?;
@@ -564,7 +701,11 @@ impl KafkaQueue {
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 3).max(100).to_string())
             .set("fetch.wait.max.ms", "100")
-            .create_with_context(ConsumerCtx { state: state.clone(), names: names.clone() })
+            .create_with_context(ConsumerCtx {
+                state: state.clone(),
+                names: names.clone(),
+                timeout: config.connect_timeout,
+            })
             .map_err(|e| map_err(e, &what, &brokers))?;
         let shared = Arc::new(Shared {
             config,
@@ -821,10 +962,45 @@ impl Shared {
         }
     }
 
+    /// Whether a fetched record is to be taken in; reads the partition again when the broker
+    /// skipped records before it (see [`Track`]).
+    fn admit(&self, key: Key) -> bool {
+        let (src, partition, offset) = key;
+        match lock(&self.state).check(key) {
+            Check::Take => true,
+            Check::Pass => false,
+            Check::Rewind { floor } => {
+                tracing::info!(target: "orch::queue", backend = BACKEND, topic = %self.names.topic(src), partition,
+                    expected = floor, got = offset, "the broker skipped records; reading the partition again");
+                if self.seek(src, partition, rewind_from(floor)) {
+                    lock(&self.state).rewound(src, partition, floor);
+                }
+                false
+            }
+        }
+    }
+
+    /// Makes the consumer fetch `partition` from `offset` next; records already fetched are
+    /// dropped by librdkafka. False (logged) when that failed.
+    fn seek(&self, src: Src, partition: i32, offset: i64) -> bool {
+        let topic = self.names.topic(src);
+        match self.consumer.seek(topic, partition, Offset::Offset(offset), self.config.connect_timeout) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(target: "orch::queue", backend = BACKEND, topic, partition, offset, error = %e,
+                    "cannot move the consumer's position");
+                false
+            }
+        }
+    }
+
     /// Takes in one consumed record.
     fn accept(self: &Arc<Self>, m: &BorrowedMessage<'_>) {
         let Some(src) = self.names.src(m.topic()) else { return };
         let key = (src, m.partition(), m.offset());
+        if !self.admit(key) {
+            return;
+        }
         let payload = m.payload().unwrap_or_default().to_vec();
         let attempt = header_u64(m, H_ATTEMPT).filter(|a| *a >= 1).and_then(|a| u32::try_from(a).ok());
         let due = header_u64(m, H_DUE).filter(|d| *d > now_ms());
@@ -865,7 +1041,10 @@ impl Shared {
                 st.expired(now).into_iter().filter_map(|k| st.entries.get(&k).map(|e| (k, e.attempt))).collect();
             st.compact();
             let active = st.active();
-            let pause_main = active >= self.config.prefetch;
+            // Resuming reads up to REWIND records again (see `Track`): once paused, resume
+            // only when half the room is free, not at every ack.
+            let pause_main =
+                if st.paused_main { active > self.config.prefetch / 2 } else { active >= self.config.prefetch };
             let pause_retry = pause_main || st.held_n >= MAX_HELD;
             let change = (pause_main != st.paused_main || pause_retry != st.paused_retry).then_some((
                 pause_main,
@@ -910,6 +1089,16 @@ impl Shared {
         }
         if tpl.count() == 0 {
             return;
+        }
+        if !pause {
+            // librdkafka resumes at its position, which may be inside a batch: read from
+            // before it instead (see `Track`).
+            for el in tpl.elements() {
+                let Some((from, floor)) = lock(&self.state).resume_at(src, el.partition()) else { continue };
+                if self.seek(src, el.partition(), from) {
+                    lock(&self.state).rewound(src, el.partition(), floor);
+                }
+            }
         }
         let r = if pause { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
         if let Err(e) = r {
@@ -1138,6 +1327,40 @@ mod tests {
         assert_eq!(st.expired(now), vec![k]);
         assert!(!st.in_flight(k, seq), "a receipt of an expired delivery acks nothing");
         assert!(st.take(1, Duration::ZERO).is_empty(), "moving records are not handed out");
+    }
+
+    #[test]
+    fn reading_restarts_before_the_position_and_passes_over_what_is_below_it() {
+        let mut st = State::default();
+        assert_eq!(st.check(key(3)), Check::Pass, "a partition not assigned here is not read here");
+        // Assigned with 1003 committed: reading starts REWIND earlier, below 1003 is passed over.
+        assert_eq!(rewind_from(1003), 3);
+        assert_eq!(rewind_from(7), 0);
+        st.tracks.insert((Src::Main, 0), Track { next: None, floor: Some(1003) });
+        assert_eq!(st.check(key(3)), Check::Pass);
+        assert_eq!(st.check(key(1002)), Check::Pass);
+        assert_eq!(st.check(key(1003)), Check::Take);
+        assert_eq!(st.check(key(1004)), Check::Take);
+        assert_eq!(st.check(key(1004)), Check::Pass, "fetched twice");
+        // Paused and resumed: again from REWIND before the next offset.
+        assert_eq!(st.resume_at(Src::Main, 0), Some((5, 1005)));
+        st.rewound(Src::Main, 0, 1005);
+        assert_eq!(st.resume_at(Src::Main, 0), None, "nothing fetched since the restart");
+        assert_eq!(st.check(key(1004)), Check::Pass);
+        assert_eq!(st.resume_at(Src::Main, 0), Some((5, 1005)), "still passing over up to 1005");
+        assert_eq!(st.check(key(1005)), Check::Take);
+        // A skip nobody foresaw: read again from before it.
+        assert_eq!(st.check(key(1009)), Check::Rewind { floor: 1006 });
+        st.rewound(Src::Main, 0, 1006);
+        assert_eq!(st.check(key(1005)), Check::Pass);
+        assert_eq!(st.check(key(1007)), Check::Take, "a gap left after reading again is in the log itself");
+        assert_eq!(st.check(key(1008)), Check::Take);
+        // Nothing committed: the log start, taken as it comes.
+        st.tracks.insert((Src::Retry, 1), Track::default());
+        assert_eq!(st.check((Src::Retry, 1, 0)), Check::Take);
+        // Revoked: late records of the partition are the next owner's.
+        st.drop_partition(Src::Main, 0);
+        assert_eq!(st.check(key(1009)), Check::Pass);
     }
 
     #[test]
