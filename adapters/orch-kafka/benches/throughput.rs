@@ -7,8 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use orch_core::queue::{OutMessage, Queue};
+use orch_core::queue::Queue;
 use orch_kafka::{KafkaConfig, KafkaQueue};
+use orch_testkit::throughput::{self, payload, Sides};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -18,10 +19,6 @@ use rdkafka::Message;
 const N: usize = 10_000;
 const BATCH: usize = 100;
 const PARTITIONS: i32 = 6;
-
-fn payload(i: usize) -> Vec<u8> {
-    format!("{{\"v\":1,\"job\":\"{i:016x}\",\"kind\":\"snos_run\",\"epoch\":3}}").into_bytes()
-}
 
 fn name() -> String {
     format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
@@ -39,21 +36,10 @@ async fn adapter(brokers: &str) -> Duration {
     q.setup().await.expect("setup");
     // Join the group before the clock starts (the raw side does the same).
     let _ = q.receive(1, Duration::from_secs(30), Duration::from_secs(3)).await.expect("warm-up receive");
-    let start = Instant::now();
-    for b in 0..N / BATCH {
-        q.send((0..BATCH).map(|i| OutMessage { payload: payload(b * BATCH + i), delay: Duration::ZERO }).collect())
-            .await
-            .expect("send");
-        let mut got = 0;
-        while got < BATCH {
-            let d = q.receive(BATCH - got, Duration::from_secs(30), Duration::from_secs(5)).await.expect("receive");
-            got += d.len();
-            q.ack(&d.into_iter().map(|d| d.receipt).collect::<Vec<_>>()).await.expect("ack");
-        }
-    }
+    let t = throughput::round_trip(&q, N, BATCH, Duration::from_secs(5)).await;
     // Topics are left in place: deleting topics on tansu 0.6 breaks librdkafka clients
     // (see docs.md); names are random.
-    start.elapsed()
+    t
 }
 
 /// The same flow with plain rdkafka: same producer settings and headers, one consumer in a
@@ -104,30 +90,18 @@ async fn raw(brokers: &str) -> Duration {
     t
 }
 
-fn rate(d: Duration) -> f64 {
-    N as f64 / d.as_secs_f64()
-}
-
 fn main() {
     let Ok(brokers) = std::env::var("ORCH_TEST_KAFKA_BROKERS") else {
         println!("skipping: set ORCH_TEST_KAFKA_BROKERS (scripts/services.sh does)");
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        // Warm up both paths (connections, broker caches) before measuring.
-        let _ = adapter(&brokers).await;
-        let _ = raw(&brokers).await;
-        let (mut a, mut r) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            a.push(rate(adapter(&brokers).await));
-            r.push(rate(raw(&brokers).await));
-        }
-        let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-        let (a, r) = (best(&a), best(&r));
-        println!("kafka queue throughput, N={N}, batch={BATCH}, partitions={PARTITIONS} (send -> receive -> ack), best of 3:");
-        println!("  KafkaQueue : {a:>10.0} msg/s");
-        println!("  raw rdkafka: {r:>10.0} msg/s  (FutureProducer acks=all / StreamConsumer / async commit)");
-        println!("  ratio      : {:.2}x raw", a / r);
-    });
+    let sides = Sides {
+        title: &format!(
+            "kafka queue throughput, N={N}, batch={BATCH}, partitions={PARTITIONS} (send -> receive -> ack)"
+        ),
+        adapter: "KafkaQueue",
+        raw: "raw rdkafka (FutureProducer acks=all / StreamConsumer / async commit)",
+    };
+    rt.block_on(throughput::compare(sides, N, 3, || adapter(&brokers), || raw(&brokers)));
 }

@@ -417,6 +417,12 @@ fn queue_outage_mid_run(provider: &str, service_var: &str) {
     let proxy = common::proxy::CutProxy::start(target);
     let through = real.replace(&target.to_string(), &proxy.addr().to_string());
     assert_ne!(through, real, "the {service_var} URL names {target}");
+    queue_outage_through(provider, &proxy, through);
+}
+
+/// [`queue_outage_mid_run`] with the queue at `through`, an address that reaches the broker
+/// only via `proxy`.
+fn queue_outage_through(provider: &str, proxy: &common::proxy::CutProxy, through: String) {
     let id = unique();
     let n = 300u64;
     let mut env: Vec<(String, String)> = vec![
@@ -428,17 +434,24 @@ fn queue_outage_mid_run(provider: &str, service_var: &str) {
         // Ten blocks per proof and settlement, as the example configs run.
         ("ORCH_ENGINE__BATCH_SIZE".into(), "10".into()),
     ];
+    let name = format!("outage-{id}");
     match provider {
         "sqs" => {
             env.push(("ORCH_QUEUE__ENDPOINT".into(), through));
             env.push(("ORCH_QUEUE__ACCESS_KEY_ID".into(), "test".into()));
             env.push(("ORCH_QUEUE__SECRET_ACCESS_KEY".into(), "test".into()));
+            env.push(("ORCH_QUEUE__QUEUE".into(), name));
         }
-        // Not Kafka: its clients connect to the brokers the metadata advertises, past a proxy
-        // that only fronts the bootstrap address (orch-kafka's own tests cut a private broker).
-        _ => env.push(("ORCH_QUEUE__URL".into(), through)),
+        "kafka" => {
+            env.push(("ORCH_QUEUE__BROKERS".into(), format!("[\"{through}\"]")));
+            env.push(("ORCH_QUEUE__TOPIC".into(), name.clone()));
+            env.push(("ORCH_QUEUE__GROUP".into(), name));
+        }
+        _ => {
+            env.push(("ORCH_QUEUE__URL".into(), through));
+            env.push(("ORCH_QUEUE__QUEUE".into(), name));
+        }
     }
-    env.push(("ORCH_QUEUE__QUEUE".into(), format!("outage-{id}")));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let setup = run_with_env(data, &env, &["setup"]);
@@ -505,4 +518,17 @@ fn rabbit_connection_cut_mid_run_loses_and_repeats_nothing() {
 #[test]
 fn sqs_connection_cut_mid_run_loses_and_repeats_nothing() {
     queue_outage_mid_run("sqs", "ORCH_TEST_AWS_ENDPOINT");
+}
+
+/// Kafka clients connect to the address the broker advertises, not the bootstrap one: a tansu
+/// of this test (in memory) advertises the proxy in front of it, so every connection, the
+/// group coordinator's included, goes through the proxy and is cut.
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_connection_cut_mid_run_loses_and_repeats_nothing() {
+    let Some(tansu) = service("ORCH_TEST_TANSU_BIN") else { return };
+    let broker = common::tansu::free_addr();
+    let proxy = common::proxy::CutProxy::start(broker);
+    let _tansu = common::tansu::PrivateTansu::start(&tansu, broker, proxy.addr());
+    queue_outage_through("kafka", &proxy, proxy.addr().to_string());
 }
