@@ -341,9 +341,9 @@ fn dropped_connections_and_an_outage_lose_nothing() {
     }
     let runtime =
         || tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("a runtime");
-    let broker_port = common::free_port();
+    let broker_port = orch_testkit::tansu::free_addr().port();
     let proxy = common::Proxy::start(format!("127.0.0.1:{broker_port}"));
-    let Some(_tansu) = runtime().block_on(common::PrivateTansu::start(broker_port, proxy.port)) else { return };
+    let Some(_tansu) = common::private_tansu(broker_port, proxy.port) else { return };
     // The queue lives on a runtime of its own that ends, closing the queue's consumer, before
     // the broker stops (also when an assertion fails): librdkafka's consumer close waits for
     // the group coordinator, so closing after the broker is gone blocks.
@@ -421,7 +421,7 @@ async fn bad_config_is_invalid_input_naming_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_is_a_retryable_error_naming_it() {
-    let port = common::free_port();
+    let port = orch_testkit::tansu::free_addr().port();
     let mut c = KafkaConfig::new(format!("127.0.0.1:{port}"), "q");
     c.connect_timeout = Duration::from_millis(500);
     let e = tokio::time::timeout(HANG, KafkaQueue::connect(c)).await.expect("connect hung").unwrap_err();

@@ -527,8 +527,8 @@ fn sqs_connection_cut_mid_run_loses_and_repeats_nothing() {
 #[test]
 fn kafka_connection_cut_mid_run_loses_and_repeats_nothing() {
     let Some(tansu) = service("ORCH_TEST_TANSU_BIN") else { return };
-    let broker = common::tansu::free_addr();
+    let broker = orch_testkit::tansu::free_addr();
     let proxy = common::proxy::CutProxy::start(broker);
-    let _tansu = common::tansu::PrivateTansu::start(&tansu, broker, proxy.addr());
+    let _tansu = orch_testkit::tansu::PrivateTansu::start(&tansu, broker, proxy.addr());
     queue_outage_through("kafka", &proxy, proxy.addr().to_string());
 }

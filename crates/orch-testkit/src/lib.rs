@@ -7,6 +7,7 @@ pub mod mem;
 pub mod noop;
 pub mod sim;
 pub mod suite;
+pub mod tansu;
 pub mod throughput;
 
 pub use clock::TestClock;

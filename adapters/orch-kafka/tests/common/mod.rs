@@ -2,12 +2,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use orch_kafka::KafkaConfig;
+pub use orch_testkit::tansu::PrivateTansu;
 
 /// Why a case cannot run: skip with the reason printed, or fail when CI requires services.
 fn missing(var: &str) {
@@ -41,61 +40,19 @@ pub fn config(brokers: &str) -> KafkaConfig {
     c
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A tansu broker of this test on `port` (in memory), advertising `advertised` (e.g. a
-/// proxy's port) as its address.
-pub struct PrivateTansu {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateTansu {
-    /// `None` (skip, or fail under ORCH_REQUIRE_SERVICES) without `ORCH_TEST_TANSU_BIN`.
-    pub async fn start(port: u16, advertised: u16) -> Option<PrivateTansu> {
-        let bin = match std::env::var("ORCH_TEST_TANSU_BIN") {
-            Ok(b) if !b.is_empty() => b,
-            _ => {
-                missing("ORCH_TEST_TANSU_BIN");
-                return None;
-            }
-        };
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://127.0.0.1:{port}"),
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{advertised}"),
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let t = PrivateTansu { port, child: Some(child) };
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(t);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// proxy's port) as its address; `None` (skip, or fail under ORCH_REQUIRE_SERVICES) without
+/// `ORCH_TEST_TANSU_BIN`.
+pub fn private_tansu(port: u16, advertised: u16) -> Option<PrivateTansu> {
+    let bin = match std::env::var("ORCH_TEST_TANSU_BIN") {
+        Ok(b) if !b.is_empty() => b,
+        _ => {
+            missing("ORCH_TEST_TANSU_BIN");
+            return None;
         }
-        panic!("private tansu did not listen on {port}");
-    }
-}
-
-impl Drop for PrivateTansu {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    };
+    let at = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Some(PrivateTansu::start(&bin, at(port), at(advertised)))
 }
 
 /// A TCP proxy in front of a broker, whose connections the test can cut and refuse. Plain

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use orch_devnet::DevSettlement;
 
 pub(crate) mod proxy;
-pub(crate) mod tansu;
 
 /// The orchestrator binary, without the caller's `ORCH_*` and `RUST_LOG`.
 pub(crate) fn bin() -> Command {
