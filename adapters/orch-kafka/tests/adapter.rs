@@ -248,6 +248,20 @@ fn text(payload: &[u8]) -> String {
     String::from_utf8_lossy(payload).into_owned()
 }
 
+/// Receives from `q`, up to `max` at a time, acking each delivery as it arrives, until `n`
+/// arrived (or `HANG` passed); their payloads as text, in arrival order.
+async fn take_acking(q: &KafkaQueue, n: usize, max: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let end = Instant::now() + HANG;
+    while seen.len() < n && Instant::now() < end {
+        for d in q.receive(max, VIS, Duration::from_millis(500)).await.unwrap() {
+            q.ack(&[d.receipt]).await.unwrap();
+            seen.push(text(&d.payload));
+        }
+    }
+    seen
+}
+
 /// Writes `n` orch records (`r0`, `r1`, …) to partition 0 of `topic` as one produced batch
 /// (the producer lingers until all are queued), as orch's own producer batches a `send`.
 async fn one_batch(brokers: &str, topic: &str, n: usize) -> Vec<String> {
@@ -298,14 +312,7 @@ async fn the_next_owner_resumes_inside_a_produced_batch_and_skips_nothing() {
     c.group = group;
     drop(q);
     let next = KafkaQueue::connect(c).await.unwrap();
-    let mut seen = Vec::new();
-    let end = Instant::now() + HANG;
-    while seen.len() < 7 && Instant::now() < end {
-        for d in next.receive(10, VIS, Duration::from_millis(500)).await.unwrap() {
-            next.ack(&[d.receipt]).await.unwrap();
-            seen.push(text(&d.payload));
-        }
-    }
+    let seen = take_acking(&next, 7, 10).await;
     assert_eq!(seen, payloads[3..], "the seven records after the committed position, once each");
 }
 
@@ -320,15 +327,7 @@ async fn fetching_paused_and_resumed_inside_a_produced_batch_skips_nothing() {
     })
     .await;
     let payloads = one_batch(&brokers, q.topic(), 10).await;
-    let mut seen = Vec::new();
-    let end = Instant::now() + HANG;
-    while seen.len() < payloads.len() && Instant::now() < end {
-        for d in q.receive(1, VIS, Duration::from_millis(500)).await.unwrap() {
-            q.ack(&[d.receipt]).await.unwrap();
-            seen.push(text(&d.payload));
-        }
-    }
-    assert_eq!(seen, payloads);
+    assert_eq!(take_acking(&q, payloads.len(), 1).await, payloads);
 }
 
 /// Against a tansu of its own behind a proxy (the broker advertises the proxy's port, so
