@@ -159,8 +159,8 @@ pub(crate) fn job_from_row(row: &PgRow, at: &Place) -> Result<Job> {
     })
 }
 
-/// One entry of `jobs.history` (schema version 3), as stored: the SQL that appends claims
-/// (`jsonb_build_object` in [`crate::db`]) and the V3 migration build the same object.
+/// One entry of `jobs.history`, as stored: a JSON object on a line of its own (schema version
+/// 4; the claim SQL in [`crate::db`] and the V3 and V4 migrations build the same object).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct HistoryEntry<'a> {
     at: i64,
@@ -200,17 +200,31 @@ impl<'a> HistoryEntry<'a> {
     }
 }
 
-/// `transitions` as `jobs.history` entries: a JSON array, to append with `||`.
-pub(crate) fn history_json(transitions: &[Transition]) -> Result<String> {
-    let entries = transitions.iter().map(HistoryEntry::of).collect::<Result<Vec<_>>>()?;
-    serde_json::to_string(&entries).map_err(|e| Error::internal_from("encoding job history", e))
+/// `transitions` as `jobs.history` text: one JSON object per transition, each followed by a
+/// newline, so that appending is concatenation. (Compact JSON escapes the newlines inside
+/// strings, so a line never breaks inside an entry.)
+pub(crate) fn history_lines(transitions: &[Transition]) -> Result<String> {
+    let mut out = String::new();
+    for t in transitions {
+        let line = serde_json::to_string(&HistoryEntry::of(t)?)
+            .map_err(|e| Error::internal_from("encoding job history", e))?;
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
-/// The transitions stored in a `jobs.history` array (its text), oldest first.
-pub(crate) fn history_from_json(text: &str, id: JobId, at: &Place) -> Result<Vec<Transition>> {
-    let entries: Vec<HistoryEntry<'_>> =
-        serde_json::from_str(text).map_err(|e| corrupt(at, format!("history of job {id}: {e}")))?;
-    entries.into_iter().map(|e| e.into_transition(at)).collect()
+/// The transitions stored in a job's `jobs.history` text, oldest first.
+pub(crate) fn history_from_lines(text: &str, id: JobId, at: &Place) -> Result<Vec<Transition>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            let e: HistoryEntry<'_> = serde_json::from_str(line)
+                .map_err(|e| corrupt(at, format!("history of job {id}, entry {}: {e}", i + 1)))?;
+            e.into_transition(at)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -258,15 +272,20 @@ mod tests {
                 epoch: Epoch(1),
             },
         ];
-        let text = history_json(&h).unwrap();
-        assert!(text.starts_with(r#"[{"at":5,"from":"created","to":"processing","reason":"claimed","#), "{text}");
+        let text = history_lines(&h).unwrap();
+        assert!(text.starts_with(r#"{"at":5,"from":"created","to":"processing","reason":"claimed","#), "{text}");
         assert!(text.contains(r#""actor":null"#), "{text}");
-        assert_eq!(history_from_json(&text, id, &p).unwrap(), h);
-        assert_eq!(history_from_json("[]", id, &p).unwrap(), Vec::new());
-        let e = history_from_json(r#"[{"at":1}]"#, id, &p).unwrap_err();
-        assert!(e.to_string().contains("history of job"), "{e}");
-        let bad = r#"[{"at":1,"from":"nope","to":"created","reason":"","attempt":0,"actor":null,"epoch":0}]"#;
-        assert!(history_from_json(bad, id, &p).is_err());
+        assert_eq!(text.lines().count(), 2, "one line per entry, however many newlines a reason has: {text}");
+        assert!(text.ends_with("}\n"), "{text}");
+        assert_eq!(history_from_lines(&text, id, &p).unwrap(), h);
+        assert_eq!(history_from_lines("", id, &p).unwrap(), Vec::new());
+        // What PostgreSQL's `json_build_object` writes (the claim's entries) reads the same.
+        let spaced = r#"{"at" : 5, "from" : "created", "to" : "processing", "reason" : "claimed", "attempt" : 1, "actor" : "w \"1\"", "epoch" : 1}"#;
+        assert_eq!(history_from_lines(&format!("{spaced}\n"), id, &p).unwrap(), h[..1]);
+        let e = history_from_lines("{\"at\":1}\n", id, &p).unwrap_err();
+        assert!(e.to_string().contains("history of job") && e.to_string().contains("entry 1"), "{e}");
+        let bad = r#"{"at":1,"from":"nope","to":"created","reason":"","attempt":0,"actor":null,"epoch":0}"#;
+        assert!(history_from_lines(bad, id, &p).is_err());
     }
 
     #[test]

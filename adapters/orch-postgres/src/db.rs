@@ -16,7 +16,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
 use crate::codec::{
-    deps_json, history_from_json, history_json, int, job_cols, job_from_row, kind_code, kind_from_code, meta_json,
+    deps_json, history_from_lines, history_lines, int, job_cols, job_from_row, kind_code, kind_from_code, meta_json,
     status, ts, ts_back, uint,
 };
 use crate::error::{corrupt, map_err, BACKEND};
@@ -25,7 +25,8 @@ use crate::PostgresStore;
 /// The claim: one statement that picks due jobs per wanted kind with `FOR UPDATE SKIP LOCKED`
 /// (concurrent claimers pass over each other's rows instead of waiting), writes the lease,
 /// epoch, version, status and attempts, and appends the `claimed` entry to the history of
-/// each job whose status changes.
+/// each job whose status changes (a line of text: `json_build_object` writes JSON text
+/// directly, with its strings escaped).
 ///
 /// The status mapping and the attempt rule are generated from [`claimed_status`] and
 /// [`claim_counts_attempt`], so they cannot drift from the state machine. `SET` expressions
@@ -61,9 +62,9 @@ fn claim_sql() -> Arc<str> {
                  epoch = j.epoch + 1, version = j.version + 1, \
                  lease_owner = $1, lease_until = $2, updated_at = $3, \
                  history = CASE WHEN {to} = j.status THEN j.history \
-                   ELSE j.history || jsonb_build_array(jsonb_build_object('at', $3::bigint, \
+                   ELSE j.history || json_build_object('at', $3::bigint, \
                      'from', j.status, 'to', {to}, 'reason', 'claimed', 'attempt', {attempts}, \
-                     'actor', $1::text, 'epoch', j.epoch + 1)) END \
+                     'actor', $1::text, 'epoch', j.epoch + 1)::text || E'\\n' END \
                WHERE j.ctid = ANY (ARRAY(SELECT tid FROM picked)) \
                RETURNING {cols} \
              ) \
@@ -137,7 +138,7 @@ const BY_ID_SQL: &str = concat!("SELECT ", job_cols!(""), " FROM jobs WHERE id =
 
 /// A batch of conditional writes in one statement. Each input row (`w`, numbered by `ord`)
 /// updates its job iff version, epoch and key still match, appending its transition (`entry`,
-/// a one-element JSON array, or NULL) to the job's history; the result says, per input row in
+/// a history line, or NULL) to the job's history; the result says, per input row in
 /// order, whether it applied and whether the job exists. `id = ANY($1)` gives the planner a
 /// primary-key path.
 const UPDATE_SQL: &str = concat!(
@@ -153,7 +154,7 @@ const UPDATE_SQL: &str = concat!(
     "lease_until = w.lease_until, attempts = w.attempts, max_attempts = w.max_attempts, ",
     "next_run_at = w.next_run_at, verify_deadline = w.verify_deadline, deps = w.deps::jsonb, ",
     "meta = w.meta::jsonb, last_error = w.last_error, created_at = w.created_at, updated_at = w.now, ",
-    "history = CASE WHEN w.entry IS NULL THEN j.history ELSE j.history || w.entry::jsonb END ",
+    "history = CASE WHEN w.entry IS NULL THEN j.history ELSE j.history || w.entry END ",
     "FROM w WHERE j.id = ANY ($1::text[]::uuid[]) AND j.id = w.id::uuid AND j.version = w.version ",
     "AND j.epoch = w.epoch AND j.chain = w.chain AND j.kind = w.kind AND j.first_block = w.first_block ",
     "AND j.last_block = w.last_block ",
@@ -187,14 +188,14 @@ const EXTEND_SQL: &str = concat!(
 const COUNT_SQL: &str =
     "SELECT kind, status, COUNT(*) FROM jobs WHERE chain = $1 GROUP BY kind, status ORDER BY kind, status";
 
-const HISTORY_SQL: &str = "SELECT history::text FROM jobs WHERE id = $1::uuid";
+const HISTORY_SQL: &str = "SELECT history FROM jobs WHERE id = $1::uuid";
 
 /// One exported job with its history, verbatim; a taken key inserts nothing.
 const IMPORT_SQL: &str = concat!(
     "INSERT INTO jobs (id, chain, kind, first_block, last_block, status, version, epoch, lease_owner, ",
     "lease_until, attempts, max_attempts, next_run_at, verify_deadline, deps, meta, last_error, created_at, ",
     "updated_at, history) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, ",
-    "$16::jsonb, $17, $18, $19, $20::jsonb) ON CONFLICT (chain, first_block, last_block, kind) DO NOTHING"
+    "$16::jsonb, $17, $18, $19, $20) ON CONFLICT (chain, first_block, last_block, kind) DO NOTHING"
 );
 
 const HEARTBEAT_SQL: &str = concat!(
@@ -286,7 +287,7 @@ struct Checked {
     last: i64,
     deps: String,
     meta: String,
-    /// The transition as a one-element `jobs.history` array.
+    /// The transition as a `jobs.history` line.
     entry: Option<String>,
 }
 
@@ -300,7 +301,7 @@ fn prepare_write(w: &JobWrite) -> Result<Checked> {
         last: int(job.key.range.last(), "block")?,
         deps: deps_json(&job.deps)?,
         meta: meta_json(&job.meta)?,
-        entry: w.transition.as_ref().map(|t| history_json(std::slice::from_ref(t))).transpose()?,
+        entry: w.transition.as_ref().map(|t| history_lines(std::slice::from_ref(t))).transpose()?,
     })
 }
 
@@ -694,7 +695,7 @@ impl Database for PostgresStore {
                 .bind(job.last_error.as_deref())
                 .bind(ts(job.created_at))
                 .bind(ts(job.updated_at))
-                .bind(history_json(&r.history)?)
+                .bind(history_lines(&r.history)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(m)?
@@ -716,7 +717,7 @@ impl Database for PostgresStore {
             .await
             .map_err(|e| map_err(e, at))?;
         match text {
-            Some(text) => history_from_json(&text, id, at),
+            Some(text) => history_from_lines(&text, id, at),
             None => Err(Error::not_found(format!("job {id}"))),
         }
     }

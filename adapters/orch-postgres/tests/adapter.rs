@@ -167,7 +167,7 @@ async fn job_indexes(url: &str, name: &str) -> Vec<String> {
 }
 
 /// Moves `job` to status `to` as a store at schema version 1 or 2 did (this code writes
-/// version 3 only): the row gets the next version — with `lease`, also a lease, the next
+/// version 4 only): the row gets the next version — with `lease`, also a lease, the next
 /// epoch and one more attempt — and `job_history` a row at that version. Returns the job as
 /// stored and the transition recorded.
 async fn old_write(
@@ -367,6 +367,77 @@ async fn a_store_created_at_version_2_moves_its_history_into_the_jobs() {
     assert_eq!((h[8].reason.as_str(), h[8].from, h[8].to), ("claimed", JobStatus::Created, JobStatus::Processing));
     assert_eq!(h[8].actor, Some(WorkerId("w-new".into())));
     assert_eq!((h[8].epoch, h[8].attempt), (j.epoch, j.attempts));
+    s.drop().await;
+}
+
+/// A store at schema version 3 (history a `jsonb` array in the job row) is upgraded in place:
+/// each array becomes its lines, entry for entry (an actor or none, a reason with quotes and a
+/// newline, `Timestamp::NEVER`), an empty array becomes no history, and new transitions are
+/// appended after the converted ones.
+#[tokio::test]
+async fn a_store_created_at_version_3_turns_its_history_into_lines() {
+    let Some(s) = fresh().await else { return };
+    let old = PostgresStore::connect_unchecked(s.config()).await.unwrap();
+    old.migrate_to_version(3).await.unwrap();
+    let c = chain();
+    let created = old.create_jobs(new_jobs(&c, JobKind::SnosRun, 0..2), T0).await.unwrap();
+    let (job, untouched) = (created[0].job().clone(), created[1].job().id);
+    let history = vec![
+        Transition {
+            at: T0,
+            from: JobStatus::Created,
+            to: JobStatus::Processing,
+            reason: "claimed".into(),
+            attempt: 1,
+            actor: Some(WorkerId("w \"old\"".into())),
+            epoch: Epoch(1),
+        },
+        Transition {
+            at: Timestamp::NEVER,
+            from: JobStatus::Processing,
+            to: JobStatus::Created,
+            reason: "waiting for \"deps\"\n".into(),
+            attempt: 1,
+            actor: None,
+            epoch: Epoch(1),
+        },
+    ];
+    // The array as version 3 stored it (its entries' shape is the one the codec reads).
+    let array: Vec<serde_json::Value> = history
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "at": i64::try_from(t.at.0).unwrap_or(i64::MAX), "from": t.from.as_str(), "to": t.to.as_str(),
+                "reason": t.reason, "attempt": t.attempt, "actor": t.actor.as_ref().map(|a| a.0.clone()),
+                "epoch": t.epoch.0,
+            })
+        })
+        .collect();
+    let mut raw = common::raw(&s.url).await;
+    let sql = format!("UPDATE {}.jobs SET history = $2::jsonb WHERE id = $1::uuid", s.name);
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job.id.to_string())
+        .bind(serde_json::Value::Array(array).to_string())
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let e = PostgresStore::connect(s.config()).await.unwrap_err();
+    assert!(e.to_string().contains("is at version 3"), "{e}");
+
+    let new = PostgresStore::connect_and_migrate(s.config()).await.unwrap();
+    assert_eq!(new.history(job.id).await.unwrap(), history);
+    assert_eq!(new.history(untouched).await.unwrap(), Vec::new());
+    let sql = format!("SELECT history FROM {}.jobs WHERE id = $1::uuid", s.name);
+    let text: String =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(job.id.to_string()).fetch_one(&mut raw).await.unwrap();
+    assert_eq!(text.lines().count(), 2, "one line per entry: {text:?}");
+
+    let claimed = new.claim_jobs(&claim(&c, "w-new", 10)).await.unwrap();
+    assert_eq!(claimed.len(), 2, "both jobs were created and due");
+    let h = new.history(job.id).await.unwrap();
+    assert_eq!(&h[..2], &history[..]);
+    assert_eq!((h[2].reason.as_str(), h[2].actor.clone()), ("claimed", Some(WorkerId("w-new".into()))));
+    assert_eq!(new.history(untouched).await.unwrap().len(), 1);
     s.drop().await;
 }
 
