@@ -133,7 +133,36 @@ pub struct DbFaults {
     pub fail_every: AtomicU64,
     /// Lease renewals fail while set (a network partition between a worker and the store).
     pub fail_lease_renewal: AtomicBool,
+    /// Every claim takes this many milliseconds longer (a slow or distant store).
+    pub claim_delay_ms: AtomicU64,
     calls: AtomicU64,
+    claims_now: AtomicU64,
+    claims_peak: AtomicU64,
+}
+
+impl DbFaults {
+    /// The most claims that were in flight at once so far.
+    pub fn claims_peak(&self) -> u64 {
+        self.claims_peak.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts one claim in flight for as long as it lives, so that a claim cut off mid-way
+/// (its caller dropped it) is counted out too.
+struct ClaimInFlight<'a>(&'a DbFaults);
+
+impl<'a> ClaimInFlight<'a> {
+    fn enter(f: &'a DbFaults) -> Self {
+        let now = f.claims_now.fetch_add(1, Ordering::SeqCst) + 1;
+        f.claims_peak.fetch_max(now, Ordering::SeqCst);
+        ClaimInFlight(f)
+    }
+}
+
+impl Drop for ClaimInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.claims_now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Wraps a database and fails calls as [`DbFaults`] says.
@@ -187,6 +216,11 @@ impl<D: Database> Database for FaultyDb<D> {
     }
     async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Vec<Job>> {
         self.gate()?;
+        let _counted = ClaimInFlight::enter(&self.faults);
+        let delay = self.faults.claim_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.inner.claim_jobs(req).await
     }
     async fn wake_jobs(

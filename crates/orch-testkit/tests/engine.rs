@@ -282,6 +282,32 @@ async fn database_outage_mid_run_loses_nothing() {
     b.shutdown().await;
 }
 
+/// A slow store: each instance has at most `concurrent_claims` claims in flight, and uses
+/// them all when its workers are hungry; two instances with different bounds settle every block
+/// once between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_in_flight_stay_within_concurrent_claims() {
+    let w = World::new(QueueFaults::default(), Arc::new(SimProver::default()));
+    let mut instances = Vec::new();
+    let mut faults = Vec::new();
+    for bound in [1usize, 3] {
+        let f = Arc::new(DbFaults::default());
+        f.claim_delay_ms.store(5, Ordering::SeqCst);
+        let db: Arc<dyn Database> = Arc::new(FaultyDb::new(w.db.clone(), f.clone()));
+        let cfg = EngineConfig { workers: 8, concurrent_claims: bound, ..fast_config() };
+        instances.push(w.engine_with(db, w.prover.clone(), cfg).start());
+        faults.push((bound, f));
+    }
+    w.wait_settled(BLOCKS, Duration::from_secs(120)).await;
+    w.assert_settled_exactly_once(BLOCKS).await;
+    for e in instances {
+        e.shutdown().await;
+    }
+    for (bound, f) in faults {
+        assert_eq!(f.claims_peak(), bound as u64, "claims in flight at once with concurrent_claims = {bound}");
+    }
+}
+
 /// Stop mid-run (graceful once, crash once) and start again: the new instance resumes from the
 /// store and never settles a block twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,11 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Jobs a worker claims per kind per round (default 32).
     pub claim_batch: u32,
+    /// Claims this instance's workers may have in flight at once (default 2; at most
+    /// `workers` take effect). With one, the store idles between a claim's commit and the
+    /// next claim's arrival; with many, claims take the same due jobs from the store's index
+    /// and then step over each other's locked rows.
+    pub concurrent_claims: usize,
     /// In-flight limit per kind in this instance (default 64 each), in the order of
     /// [`JobKind::ALL`].
     pub max_in_flight: [u32; 5],
@@ -112,6 +117,7 @@ impl Default for EngineConfig {
         EngineConfig {
             workers: 8,
             claim_batch: 32,
+            concurrent_claims: 2,
             max_in_flight: [64; 5],
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
@@ -140,6 +146,9 @@ impl EngineConfig {
         }
         if self.claim_batch == 0 || self.claim_batch > 10_000 {
             return err("claim_batch", "must be between 1 and 10000");
+        }
+        if self.concurrent_claims == 0 || self.concurrent_claims > 1024 {
+            return err("concurrent_claims", "must be between 1 and 1024");
         }
         if self.max_in_flight.contains(&0) {
             return err("max_in_flight", "every kind needs a limit of at least 1");
@@ -188,5 +197,7 @@ mod tests {
         EngineConfig::default().validate().unwrap();
         let c = EngineConfig { workers: 0, ..EngineConfig::default() };
         assert!(c.validate().unwrap_err().to_string().contains("engine.workers"));
+        let c = EngineConfig { concurrent_claims: 0, ..EngineConfig::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("engine.concurrent_claims"));
     }
 }

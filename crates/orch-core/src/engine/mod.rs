@@ -73,9 +73,9 @@ pub(crate) struct Shared {
     /// Set when a worker could not reserve all the in-flight slots it wanted; the next release
     /// clears it and wakes the workers.
     starved: AtomicBool,
-    /// Held by the worker whose claim is in flight: this instance's workers claim one at a
-    /// time (see `worker_loop`).
-    claiming: tokio::sync::Mutex<()>,
+    /// A permit per claim in flight: bounds this instance's concurrent claims to
+    /// `concurrent_claims` (see `worker_loop`).
+    claiming: tokio::sync::Semaphore,
     /// Wakes idle workers: new or newly due jobs, freed capacity.
     work: Arc<Notify>,
     stats: stats::Stats,
@@ -167,6 +167,7 @@ impl EngineBuilder {
         if self.roles.work && self.handlers.iter().all(Option::is_none) {
             return Err(Error::invalid_input("engine", "no job handlers: call .pipeline(..) or .handler(..)"));
         }
+        let claims = self.cfg.concurrent_claims.min(self.cfg.workers);
         Ok(Engine {
             shared: Arc::new(Shared {
                 chain: self.chain,
@@ -183,7 +184,7 @@ impl EngineBuilder {
                 worker_id: self.worker_id.unwrap_or_else(|| WorkerId::random("orch")),
                 in_flight: Default::default(),
                 starved: AtomicBool::new(false),
-                claiming: tokio::sync::Mutex::new(()),
+                claiming: tokio::sync::Semaphore::new(claims),
                 work: Arc::new(Notify::new()),
                 stats: stats::Stats::default(),
                 shutdown: CancellationToken::new(),

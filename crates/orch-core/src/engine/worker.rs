@@ -91,10 +91,12 @@ pub(crate) async fn worker_loop(sh: Arc<Shared>, n: usize) {
             idle(&sh, notified).await;
             continue;
         }
-        // One claim at a time per instance: concurrent claims would take the same due jobs
-        // from the store's index, only to step over the rows the other claim locked, and
-        // contend for the same index pages. Workers still write results concurrently.
-        let claim_turn = sh.claiming.lock().await;
+        // A bounded number of claims at a time per instance (`concurrent_claims`): claims
+        // beyond a few take the same due jobs from the store's index, only to step over the
+        // rows the others locked, and contend for the same index pages; a second one keeps the
+        // store busy while the first one's result travels back. Results are written
+        // concurrently, without a bound.
+        let claim_turn = sh.claiming.acquire().await;
         let now = sh.clock.now();
         let req = ClaimRequest {
             chain: sh.chain.clone(),
