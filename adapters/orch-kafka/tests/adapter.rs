@@ -10,6 +10,7 @@ use std::time::Duration;
 use orch_core::error::Error;
 use orch_core::queue::{OutMessage, Queue, Receipt};
 use orch_kafka::{KafkaConfig, KafkaQueue};
+use orch_testkit::proxy::CutProxy;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -341,16 +342,16 @@ fn dropped_connections_and_an_outage_lose_nothing() {
     let runtime =
         || tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("a runtime");
     let broker_port = orch_testkit::tansu::free_addr().port();
-    let proxy = common::Proxy::start(format!("127.0.0.1:{broker_port}"));
-    let Some(_tansu) = common::private_tansu(broker_port, proxy.port) else { return };
+    let proxy = CutProxy::start(("127.0.0.1", broker_port));
+    let Some(_tansu) = common::private_tansu(broker_port, proxy.port()) else { return };
     // The queue lives on a runtime of its own that ends, closing the queue's consumer, before
     // the broker stops (also when an assertion fails): librdkafka's consumer close waits for
     // the group coordinator, so closing after the broker is gone blocks.
     runtime().block_on(lose_nothing_across_cuts(&proxy));
 }
 
-async fn lose_nothing_across_cuts(proxy: &common::Proxy) {
-    let brokers = format!("127.0.0.1:{}", proxy.port);
+async fn lose_nothing_across_cuts(proxy: &CutProxy) {
+    let brokers = format!("127.0.0.1:{}", proxy.port());
     let q = queue(&brokers, |c| {
         c.send_timeout = Duration::from_secs(3);
         c.session_timeout = Duration::from_secs(6);
@@ -380,9 +381,9 @@ async fn lose_nothing_across_cuts(proxy: &common::Proxy) {
             q.ack(&[d.receipt]).await.unwrap();
         }
         match batch {
-            1 | 3 => proxy.cut(),
+            1 | 3 => proxy.drop_connections(),
             2 => {
-                proxy.set_down(true);
+                proxy.cut();
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let e = q.send(vec![msg("while down")]).await;
                 if let Err(e) = &e {
@@ -390,7 +391,7 @@ async fn lose_nothing_across_cuts(proxy: &common::Proxy) {
                 } else {
                     sent.insert("while down".to_string());
                 }
-                proxy.set_down(false);
+                proxy.restore();
             }
             _ => {}
         }

@@ -5,12 +5,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use orch_core::error::Error;
 use orch_core::queue::{OutMessage, Queue, Receipt};
 use orch_rabbit::{RabbitConfig, RabbitQueue};
+use orch_testkit::proxy::CutProxy;
 
 fn msg(s: &str) -> OutMessage {
     OutMessage { payload: s.as_bytes().to_vec(), delay: Duration::ZERO }
@@ -97,8 +97,8 @@ async fn delay_between_tiers_is_never_early() {
 async fn dropped_connection_is_reopened_and_nothing_is_lost() {
     let Some(url) = common::url() else { return };
     let target = common::authority(&url);
-    let proxy = common::Proxy::start(target.clone()).await;
-    let proxied = url.replacen(&target, &format!("127.0.0.1:{}", proxy.port), 1);
+    let proxy = CutProxy::start(target.as_str());
+    let proxied = url.replacen(&target, &format!("127.0.0.1:{}", proxy.port()), 1);
     let mut c = common::config(&proxied);
     c.timeout = Duration::from_secs(3);
     c.max_backoff = Duration::from_millis(400);
@@ -116,7 +116,7 @@ async fn dropped_connection_is_reopened_and_nothing_is_lost() {
         acked.insert(String::from_utf8(d.payload.clone()).unwrap());
     }
 
-    proxy.cut();
+    proxy.drop_connections();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let end = Instant::now() + Duration::from_secs(30);
     loop {
@@ -144,7 +144,7 @@ async fn dropped_connection_is_reopened_and_nothing_is_lost() {
     }
     let missing: Vec<_> = sent.iter().filter(|s| !acked.contains(*s)).collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
-    assert!(proxy.accepted.load(Ordering::SeqCst) >= 2, "no new connection was opened");
+    assert!(proxy.accepted() >= 2, "no new connection was opened");
     q.teardown().await.unwrap();
 }
 

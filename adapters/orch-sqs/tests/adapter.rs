@@ -4,16 +4,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use orch_core::error::Error;
 use orch_core::queue::{OutMessage, Queue};
 use orch_sqs::{SqsConfig, SqsQueue, MAX_DELAY, MAX_PAYLOAD_BYTES};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
+use orch_testkit::proxy::CutProxy;
 
 use common::{config, dead_letters, endpoint};
 
@@ -169,69 +166,15 @@ async fn bad_config_is_refused_at_connect() {
     assert!(e.to_string().contains("FIFO"), "{e}");
 }
 
-/// A TCP proxy that can cut every connection and refuse new ones, like a network outage or
-/// a restarting SQS endpoint.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (up2, conns2) = (up.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(client); // refused: closed at once
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                conns2.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy { addr, up, conns, accept: accept.abort_handle() }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_resumes_after_the_connection_is_cut() {
     let Some(ep) = endpoint() else { return };
     let upstream = ep.trim_start_matches("http://").trim_end_matches('/').to_owned();
-    let proxy = Proxy::start(upstream).await;
+    let proxy = CutProxy::start(upstream.as_str());
     let cfg = SqsConfig {
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
-        ..config(&format!("http://{}", proxy.addr))
+        ..config(&format!("http://{}", proxy.addr()))
     };
     let q = SqsQueue::connect(cfg).await.unwrap();
     q.setup().await.unwrap();

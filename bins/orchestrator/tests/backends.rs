@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use orch_testkit::proxy::CutProxy;
 use serde_json::Value;
 
 mod common;
@@ -414,7 +415,7 @@ fn postgres_wrong_password_is_one_clear_line_without_the_password() {
 fn queue_outage_mid_run(provider: &str, service_var: &str) {
     let Some(real) = service(service_var) else { return };
     let target = real_addr(&real);
-    let proxy = common::proxy::CutProxy::start(target);
+    let proxy = CutProxy::start(target);
     let through = real.replace(&target.to_string(), &proxy.addr().to_string());
     assert_ne!(through, real, "the {service_var} URL names {target}");
     queue_outage_through(provider, &proxy, through);
@@ -422,7 +423,7 @@ fn queue_outage_mid_run(provider: &str, service_var: &str) {
 
 /// [`queue_outage_mid_run`] with the queue at `through`, an address that reaches the broker
 /// only via `proxy`.
-fn queue_outage_through(provider: &str, proxy: &common::proxy::CutProxy, through: String) {
+fn queue_outage_through(provider: &str, proxy: &CutProxy, through: String) {
     let id = unique();
     let n = 300u64;
     let mut env: Vec<(String, String)> = vec![
@@ -528,7 +529,7 @@ fn sqs_connection_cut_mid_run_loses_and_repeats_nothing() {
 fn kafka_connection_cut_mid_run_loses_and_repeats_nothing() {
     let Some(tansu) = service("ORCH_TEST_TANSU_BIN") else { return };
     let broker = orch_testkit::tansu::free_addr();
-    let proxy = common::proxy::CutProxy::start(broker);
+    let proxy = CutProxy::start(broker);
     let _tansu = orch_testkit::tansu::PrivateTansu::start(&tansu, broker, proxy.addr());
     queue_outage_through("kafka", &proxy, proxy.addr().to_string());
 }

@@ -5,6 +5,7 @@ pub mod faults;
 pub mod logs;
 pub mod mem;
 pub mod noop;
+pub mod proxy;
 pub mod sim;
 pub mod suite;
 pub mod tansu;

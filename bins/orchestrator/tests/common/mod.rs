@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use orch_devnet::DevSettlement;
 
-pub(crate) mod proxy;
-
 /// The orchestrator binary, without the caller's `ORCH_*` and `RUST_LOG`.
 pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
