@@ -179,6 +179,15 @@ mod tests {
         Ok(got.to_vec())
     }
 
+    /// A connection through the proxy that has echoed one byte, so it is surely open end to end.
+    fn echoing(addr: SocketAddr) -> TcpStream {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"x").unwrap();
+        c.read_exact(&mut [0u8; 1]).unwrap();
+        c
+    }
+
     #[test]
     fn forwards_refuses_while_cut_and_serves_again() {
         let p = CutProxy::start(echo());
@@ -186,11 +195,8 @@ mod tests {
         assert_eq!(p.accepted(), 1);
         assert_eq!(p.bytes(), 8, "four bytes each way");
 
-        let mut open = TcpStream::connect(p.addr()).unwrap();
-        open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        open.write_all(b"x").unwrap();
+        let mut open = echoing(p.addr());
         let mut one = [0u8; 1];
-        open.read_exact(&mut one).unwrap();
         p.cut();
         assert_eq!(open.read(&mut one).unwrap_or(0), 0, "an open connection is closed by the cut");
         assert!(round_trip(p.addr()).is_err(), "a new connection is closed while cut");
@@ -202,11 +208,8 @@ mod tests {
     #[test]
     fn dropping_connections_keeps_serving_new_ones() {
         let p = CutProxy::start(echo().to_string());
-        let mut open = TcpStream::connect(p.addr()).unwrap();
-        open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        open.write_all(b"x").unwrap();
+        let mut open = echoing(p.addr());
         let mut one = [0u8; 1];
-        open.read_exact(&mut one).unwrap();
         p.drop_connections();
         assert_eq!(open.read(&mut one).unwrap_or(0), 0, "the open connection is closed");
         assert_eq!(round_trip(p.addr()).unwrap(), b"ping");
