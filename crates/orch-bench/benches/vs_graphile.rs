@@ -6,7 +6,8 @@
 //! `ORCH_BENCH_N`, default 20,000). graphile-worker 0.17.3 must be installed with npm in
 //! `ORCH_GRAPHILE_DIR` (default `~/.cache/orch/graphile`; `scripts/bench-peers.sh` does it).
 //!
-//! - **orch**: `Engine` on `orch_postgres::PostgresStore`, 8 workers, no queue, claims of 256,
+//! - **orch**: `Engine` on `orch_postgres::PostgresStore`, 8 workers, no queue, claims of 256
+//!   (at most two in flight at once, the engine's default `concurrent_claims`),
 //!   the engine's default sweep interval (500 ms; graphile-worker's `pollInterval` here is
 //!   1 s). Jobs are created in chunks of 1,024 while the engine runs, and the engine is told
 //!   after each chunk (as graphile-worker's `add_jobs` notifies its runner); the span ends
