@@ -126,14 +126,14 @@ impl PostgresConfig {
         })?;
         let statement_timeout = self.statement_timeout.as_millis().to_string();
         let sync = if self.synchronous_commit { "on" } else { "off" };
-        let [(k1, v1), (k2, v2)] = PLANNER_SETTINGS;
-        Ok(opts.application_name(&self.application_name).options([
-            ("search_path", self.schema.as_str()),
-            ("statement_timeout", statement_timeout.as_str()),
-            ("synchronous_commit", sync),
-            (k1, v1),
-            (k2, v2),
-        ]))
+        Ok(opts
+            .application_name(&self.application_name)
+            .options([
+                ("search_path", self.schema.as_str()),
+                ("statement_timeout", statement_timeout.as_str()),
+                ("synchronous_commit", sync),
+            ])
+            .options(PLANNER_SETTINGS))
     }
 }
 
