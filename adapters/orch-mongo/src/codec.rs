@@ -114,6 +114,12 @@ pub(crate) struct MetaDoc {
     pub(crate) artifacts: Vec<Entry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) extra: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) transient_failures: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl MetaDoc {
@@ -123,6 +129,7 @@ impl MetaDoc {
             external_ref: m.external_ref.clone(),
             artifacts: m.artifacts.iter().map(|(k, v)| Entry { k: k.clone(), v: v.as_str().to_owned() }).collect(),
             extra: m.extra.iter().map(|(k, v)| Entry { k: k.clone(), v: v.clone() }).collect(),
+            transient_failures: i64::from(m.transient_failures),
         }
     }
 
@@ -131,12 +138,16 @@ impl MetaDoc {
         for e in self.artifacts {
             artifacts.insert(e.k, ObjectKey::new(e.v).map_err(corrupt)?);
         }
-        Ok(JobMeta {
+        let mut meta = JobMeta {
             intent: self.intent,
             external_ref: self.external_ref,
             artifacts,
             extra: self.extra.into_iter().map(|e| (e.k, e.v)).collect(),
-        })
+            transient_failures: small(self.transient_failures, "transient_failures")?,
+        };
+        // Documents written before the typed field keep the count in `extra`.
+        meta.upgrade_legacy();
+        Ok(meta)
     }
 }
 
@@ -328,5 +339,32 @@ mod tests {
         assert_eq!(due_at(JobStatus::Created, Timestamp(10), None), Some(10));
         assert_eq!(due_at(JobStatus::Processing, Timestamp(10), Some(&lease)), Some(50));
         assert_eq!(ts_back(ts(Timestamp::NEVER)).unwrap(), Timestamp::NEVER);
+    }
+
+    fn through_bson(doc: &MetaDoc) -> JobMeta {
+        let raw = mongodb::bson::to_document(doc).unwrap();
+        mongodb::bson::from_document::<MetaDoc>(raw).unwrap().into_meta().unwrap()
+    }
+
+    #[test]
+    fn meta_transient_failures_round_trips_and_is_omitted_when_zero() {
+        let raw = mongodb::bson::to_document(&MetaDoc::from_meta(&JobMeta::default())).unwrap();
+        assert!(raw.is_empty(), "{raw}");
+        let meta = JobMeta { transient_failures: 12, ..JobMeta::default() };
+        assert_eq!(through_bson(&MetaDoc::from_meta(&meta)), meta);
+    }
+
+    #[test]
+    fn legacy_transient_failures_in_extra_read_as_the_field() {
+        let old = MetaDoc {
+            extra: vec![
+                Entry { k: "da_bytes".into(), v: "10".into() },
+                Entry { k: "transient_failures".into(), v: "7".into() },
+            ],
+            ..MetaDoc::default()
+        };
+        let meta = through_bson(&old);
+        assert_eq!(meta.transient_failures, 7);
+        assert_eq!(meta.extra.into_iter().collect::<Vec<_>>(), [("da_bytes".to_string(), "10".to_string())]);
     }
 }

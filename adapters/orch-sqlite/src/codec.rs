@@ -147,4 +147,38 @@ mod tests {
     fn job_cols_count_matches() {
         assert_eq!(JOB_COLS.split(',').count(), JOB_NCOLS);
     }
+
+    #[tokio::test]
+    async fn legacy_transient_failures_in_extra_read_as_the_field() {
+        use orch_core::db::{Database, DatabaseExt};
+        use orch_core::job::{JobWrite, NewJob};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("legacy.db");
+        let now = Timestamp(1_700_000_000_000);
+        let new = NewJob {
+            id: JobId::random(),
+            key: JobKey { chain: ChainId::new("c").unwrap(), kind: JobKind::SnosRun, range: BlockRange::single(1) },
+            max_attempts: 5,
+            next_run_at: now,
+            deps: vec![],
+            meta: JobMeta::default(),
+        };
+        let id = new.id;
+        let store = crate::SqliteStore::open_path(&path).await.unwrap();
+        store.create_job(new, now).await.unwrap();
+        // As orch wrote the count before it had its own field.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let old = r#"{"extra":{"da_bytes":"10","transient_failures":"7"}}"#;
+        conn.execute("UPDATE jobs SET meta = ?1 WHERE id = ?2", [old, &id.to_string()]).unwrap();
+
+        let job = store.get_job(id).await.unwrap();
+        assert_eq!(job.meta.transient_failures, 7);
+        assert_eq!(job.meta.extra.keys().collect::<Vec<_>>(), ["da_bytes"]);
+        // The next write stores the new form.
+        store.update_job(JobWrite { job, transition: None, now }).await.unwrap();
+        let meta: String =
+            conn.query_row("SELECT meta FROM jobs WHERE id = ?1", [id.to_string()], |r| r.get(0)).unwrap();
+        assert_eq!(meta, r#"{"extra":{"da_bytes":"10"},"transient_failures":7}"#);
+    }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::error::Result;
+use crate::forward::forward_port;
 use crate::types::Timestamp;
 
 /// How bad.
@@ -45,6 +46,10 @@ pub trait Alerts: Debug + Send + Sync + 'static {
     /// Deliver one alert.
     async fn send(&self, alert: Alert) -> Result<()>;
 }
+
+forward_port!(Alerts {
+    async fn send(&self, alert: Alert) -> Result<()>;
+});
 
 /// Sends nothing; the default when no sink is configured.
 #[derive(Debug, Clone, Copy, Default)]
@@ -104,12 +109,5 @@ impl<A: Alerts, C: Clock> Alerts for Deduped<A, C> {
             s.sent_in_window.push(now);
         }
         self.inner.send(alert).await
-    }
-}
-
-#[async_trait]
-impl<T: Alerts + ?Sized> Alerts for std::sync::Arc<T> {
-    async fn send(&self, alert: Alert) -> Result<()> {
-        (**self).send(alert).await
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::felt::Felt;
+use crate::forward::forward_port;
 use crate::types::BlockNumber;
 
 /// One contract's storage writes in a block.
@@ -134,18 +135,9 @@ pub trait ChainSource: Debug + Send + Sync + 'static {
     async fn nonce_at(&self, number: BlockNumber, contract: Felt) -> Result<Felt>;
 }
 
-#[async_trait]
-impl<T: ChainSource + ?Sized> ChainSource for std::sync::Arc<T> {
-    async fn latest_block(&self) -> Result<Option<BlockNumber>> {
-        (**self).latest_block().await
-    }
-    async fn block(&self, number: BlockNumber) -> Result<BlockInfo> {
-        (**self).block(number).await
-    }
-    async fn state_update(&self, number: BlockNumber) -> Result<StateUpdate> {
-        (**self).state_update(number).await
-    }
-    async fn nonce_at(&self, number: BlockNumber, contract: Felt) -> Result<Felt> {
-        (**self).nonce_at(number, contract).await
-    }
-}
+forward_port!(ChainSource {
+    async fn latest_block(&self) -> Result<Option<BlockNumber>>;
+    async fn block(&self, number: BlockNumber) -> Result<BlockInfo>;
+    async fn state_update(&self, number: BlockNumber) -> Result<StateUpdate>;
+    async fn nonce_at(&self, number: BlockNumber, contract: Felt) -> Result<Felt>;
+});

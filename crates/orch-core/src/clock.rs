@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::forward::forward_port;
 use crate::types::Timestamp;
 
 /// A source of the current time.
@@ -13,6 +14,10 @@ pub trait Clock: Debug + Send + Sync + 'static {
     /// Current time.
     fn now(&self) -> Timestamp;
 }
+
+forward_port!(Clock {
+    fn now(&self) -> Timestamp;
+});
 
 /// Wall-clock time.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,11 +1,11 @@
 //! The [`Database`] port: the job store and source of truth.
 
 use std::fmt::Debug;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::forward::forward_port;
 use crate::job::{
     ClaimRequest, Created, Job, JobQuery, JobRecord, JobWrite, NewJob, StatusCount, Transition, WorkerInfo,
 };
@@ -115,6 +115,30 @@ pub trait Database: Debug + Send + Sync + 'static {
     async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>>;
 }
 
+forward_port!(Database {
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> Result<()>;
+    async fn create_jobs(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Created>>;
+    async fn get_job(&self, id: JobId) -> Result<Job>;
+    async fn get_job_by_key(&self, key: &JobKey) -> Result<Option<Job>>;
+    async fn update_jobs(&self, writes: &[JobWrite]) -> Result<Vec<Result<Job>>>;
+    async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Vec<Job>>;
+    async fn wake_jobs(
+        &self,
+        chain: &ChainId,
+        targets: &[(JobKind, BlockNumber)],
+        now: Timestamp,
+    ) -> Result<Vec<(JobId, Epoch)>>;
+    async fn extend_lease(&self, id: JobId, epoch: Epoch, until: Timestamp) -> Result<()>;
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>>;
+    async fn count_jobs(&self, chain: &ChainId) -> Result<Vec<StatusCount>>;
+    async fn history(&self, id: JobId) -> Result<Vec<Transition>>;
+    async fn heartbeat(&self, worker: &WorkerInfo) -> Result<()>;
+    async fn workers(&self, since: Timestamp) -> Result<Vec<WorkerInfo>>;
+    async fn try_lead(&self, name: &str, owner: &WorkerId, now: Timestamp, until: Timestamp) -> Result<bool>;
+    async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>>;
+});
+
 /// Conveniences over [`Database`], for every implementor.
 #[async_trait]
 pub trait DatabaseExt: Database {
@@ -132,43 +156,3 @@ pub trait DatabaseExt: Database {
 }
 
 impl<T: Database + ?Sized> DatabaseExt for T {}
-
-macro_rules! forward_database {
-    ($($ty:ty),*) => {$(
-        #[async_trait]
-        impl<T: Database + ?Sized> Database for $ty {
-            fn backend(&self) -> &'static str { (**self).backend() }
-            async fn migrate(&self) -> Result<()> { (**self).migrate().await }
-            async fn create_jobs(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Created>> {
-                (**self).create_jobs(jobs, now).await
-            }
-            async fn get_job(&self, id: JobId) -> Result<Job> { (**self).get_job(id).await }
-            async fn get_job_by_key(&self, key: &JobKey) -> Result<Option<Job>> {
-                (**self).get_job_by_key(key).await
-            }
-            async fn update_jobs(&self, writes: &[JobWrite]) -> Result<Vec<Result<Job>>> {
-                (**self).update_jobs(writes).await
-            }
-            async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Vec<Job>> {
-                (**self).claim_jobs(req).await
-            }
-            async fn wake_jobs(&self, chain: &ChainId, targets: &[(JobKind, BlockNumber)], now: Timestamp) -> Result<Vec<(JobId, Epoch)>> {
-                (**self).wake_jobs(chain, targets, now).await
-            }
-            async fn extend_lease(&self, id: JobId, epoch: Epoch, until: Timestamp) -> Result<()> {
-                (**self).extend_lease(id, epoch, until).await
-            }
-            async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> { (**self).list_jobs(query).await }
-            async fn count_jobs(&self, chain: &ChainId) -> Result<Vec<StatusCount>> { (**self).count_jobs(chain).await }
-            async fn history(&self, id: JobId) -> Result<Vec<Transition>> { (**self).history(id).await }
-            async fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> { (**self).heartbeat(worker).await }
-            async fn workers(&self, since: Timestamp) -> Result<Vec<WorkerInfo>> { (**self).workers(since).await }
-            async fn import_jobs(&self, records: &[JobRecord]) -> Result<Vec<bool>> { (**self).import_jobs(records).await }
-            async fn try_lead(&self, name: &str, owner: &WorkerId, now: Timestamp, until: Timestamp) -> Result<bool> {
-                (**self).try_lead(name, owner, now, until).await
-            }
-        }
-    )*};
-}
-
-forward_database!(Arc<T>, Box<T>);

@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::forward::forward_port;
 use crate::job::Transition;
 use crate::types::{JobId, JobKey};
 
@@ -30,6 +31,11 @@ pub trait EventBus: Debug + Send + Sync + 'static {
     /// Hand an event to subscribers.
     fn publish(&self, event: JobEvent);
 }
+
+forward_port!(EventBus {
+    fn is_active(&self) -> bool;
+    fn publish(&self, event: JobEvent);
+});
 
 /// In-process fan-out on a bounded broadcast channel; lagging receivers skip ahead.
 #[derive(Debug, Clone)]

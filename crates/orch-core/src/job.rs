@@ -9,25 +9,79 @@ use crate::types::{
 };
 
 /// Handler-owned state persisted on the job: intents before external effects, references to
-/// what those effects produced, and artefact keys.
+/// what those effects produced, and artefact keys; and the engine's count of transient failures.
 ///
 /// Rule: a handler writes `intent` (a dedup key, a nonce) *before* it causes an external effect
 /// and `external_ref` (task id, tx hash, DA reference) right after; a retry reads them first and
 /// checks the effect's outcome instead of repeating it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredJobMeta")]
 pub struct JobMeta {
     /// The side effect about to be caused (idempotency key understood by the port).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
     /// What the external system answered (task id, tx hash, serialized DA reference).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub external_ref: Option<String>,
     /// Artefacts this job produced, by role (`pie`, `program_output`, `proof`, …).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub artifacts: BTreeMap<String, ObjectKey>,
     /// Small free-form facts (counts, sizes) shown to operators.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
+    /// Retryable failures so far, which back off without spending an attempt. Owned by the
+    /// engine; handlers leave it alone.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub transient_failures: u32,
+}
+
+/// The `extra` key under which orch before the typed field kept [`JobMeta::transient_failures`].
+const LEGACY_TRANSIENT_FAILURES: &str = "transient_failures";
+
+impl JobMeta {
+    /// Moves what older orch versions kept in `extra` into its typed field (today
+    /// `transient_failures`), so records they stored read the same as new ones. Decoding with
+    /// serde does it; a store that builds `JobMeta` field by field calls it after decoding.
+    pub fn upgrade_legacy(&mut self) {
+        if let Some(v) = self.extra.remove(LEGACY_TRANSIENT_FAILURES) {
+            // Unparsable counted as zero before too.
+            let legacy = v.parse::<u32>().unwrap_or(0);
+            self.transient_failures = self.transient_failures.max(legacy);
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// [`JobMeta`] as found in storage, upgraded on the way in by [`JobMeta::upgrade_legacy`].
+#[derive(Deserialize)]
+struct StoredJobMeta {
+    #[serde(default)]
+    intent: Option<String>,
+    #[serde(default)]
+    external_ref: Option<String>,
+    #[serde(default)]
+    artifacts: BTreeMap<String, ObjectKey>,
+    #[serde(default)]
+    extra: BTreeMap<String, String>,
+    #[serde(default)]
+    transient_failures: u32,
+}
+
+impl From<StoredJobMeta> for JobMeta {
+    fn from(m: StoredJobMeta) -> JobMeta {
+        let mut meta = JobMeta {
+            intent: m.intent,
+            external_ref: m.external_ref,
+            artifacts: m.artifacts,
+            extra: m.extra,
+            transient_failures: m.transient_failures,
+        };
+        meta.upgrade_legacy();
+        meta
+    }
 }
 
 /// One recorded status change.
@@ -312,4 +366,45 @@ pub struct WorkerInfo {
     pub started_at: Timestamp,
     /// Last heartbeat.
     pub heartbeat_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_is_a_field_and_skipped_when_zero() {
+        assert_eq!(serde_json::to_string(&JobMeta::default()).unwrap(), "{}");
+        let meta = JobMeta { transient_failures: 3, ..JobMeta::default() };
+        let json = serde_json::to_string(&meta).unwrap();
+        assert_eq!(json, r#"{"transient_failures":3}"#);
+        assert_eq!(serde_json::from_str::<JobMeta>(&json).unwrap(), meta);
+    }
+
+    #[test]
+    fn legacy_transient_failures_in_extra_reads_as_the_field() {
+        let old = r#"{"intent":"i","extra":{"da_bytes":"10","transient_failures":"7"}}"#;
+        let meta: JobMeta = serde_json::from_str(old).unwrap();
+        assert_eq!(meta.transient_failures, 7);
+        assert_eq!(meta.intent.as_deref(), Some("i"));
+        assert_eq!(meta.extra, BTreeMap::from([("da_bytes".to_string(), "10".to_string())]));
+        // Written back, it is in the new form only.
+        assert_eq!(
+            serde_json::to_string(&meta).unwrap(),
+            r#"{"intent":"i","extra":{"da_bytes":"10"},"transient_failures":7}"#
+        );
+
+        // An unparsable legacy value counted as zero, as it did before.
+        let meta: JobMeta = serde_json::from_str(r#"{"extra":{"transient_failures":"x"}}"#).unwrap();
+        assert_eq!(meta, JobMeta::default());
+
+        // Both present (a store that kept the old entry): the larger count wins.
+        let both = r#"{"extra":{"transient_failures":"2"},"transient_failures":5}"#;
+        assert_eq!(serde_json::from_str::<JobMeta>(both).unwrap().transient_failures, 5);
+
+        let mut built = JobMeta::default();
+        built.extra.insert("transient_failures".into(), "4".into());
+        built.upgrade_legacy();
+        assert_eq!(built, JobMeta { transient_failures: 4, ..JobMeta::default() });
+    }
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod felt;
+mod forward;
 pub mod job;
 pub mod prove;
 pub mod queue;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::felt::Felt;
+use crate::forward::forward_port;
 use crate::types::{BlockRange, ChainId};
 
 /// What a Starknet OS run produces.
@@ -28,6 +29,10 @@ pub trait OsRunner: Debug + Send + Sync + 'static {
     /// Run the OS over `range` of `chain`.
     async fn run(&self, chain: &ChainId, range: BlockRange) -> Result<OsOutput>;
 }
+
+forward_port!(OsRunner {
+    async fn run(&self, chain: &ChainId, range: BlockRange) -> Result<OsOutput>;
+});
 
 /// A proving job as the prover sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,19 +82,7 @@ pub trait Prover: Debug + Send + Sync + 'static {
     async fn status(&self, task: &TaskId) -> Result<ProofStatus>;
 }
 
-#[async_trait]
-impl<T: OsRunner + ?Sized> OsRunner for std::sync::Arc<T> {
-    async fn run(&self, chain: &ChainId, range: BlockRange) -> Result<OsOutput> {
-        (**self).run(chain, range).await
-    }
-}
-
-#[async_trait]
-impl<T: Prover + ?Sized> Prover for std::sync::Arc<T> {
-    async fn submit(&self, req: ProofRequest) -> Result<TaskId> {
-        (**self).submit(req).await
-    }
-    async fn status(&self, task: &TaskId) -> Result<ProofStatus> {
-        (**self).status(task).await
-    }
-}
+forward_port!(Prover {
+    async fn submit(&self, req: ProofRequest) -> Result<TaskId>;
+    async fn status(&self, task: &TaskId) -> Result<ProofStatus>;
+});

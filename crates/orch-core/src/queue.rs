@@ -1,13 +1,13 @@
 //! The [`Queue`] port: wake-up hints between instances. Never the source of truth.
 
 use std::fmt::Debug;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::forward::forward_port;
 use crate::types::{Epoch, JobId, JobKind};
 
 /// What a queue can do natively.
@@ -80,30 +80,15 @@ pub trait Queue: Debug + Send + Sync + 'static {
     async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()>;
 }
 
-#[async_trait]
-impl<T: Queue + ?Sized> Queue for Arc<T> {
-    fn backend(&self) -> &'static str {
-        (**self).backend()
-    }
-    fn capabilities(&self) -> QueueCapabilities {
-        (**self).capabilities()
-    }
-    async fn setup(&self) -> Result<()> {
-        (**self).setup().await
-    }
-    async fn send(&self, messages: Vec<OutMessage>) -> Result<()> {
-        (**self).send(messages).await
-    }
-    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>> {
-        (**self).receive(max, visibility, wait).await
-    }
-    async fn ack(&self, receipts: &[Receipt]) -> Result<()> {
-        (**self).ack(receipts).await
-    }
-    async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
-        (**self).nack(receipt, delay).await
-    }
-}
+forward_port!(Queue {
+    fn backend(&self) -> &'static str;
+    fn capabilities(&self) -> QueueCapabilities;
+    async fn setup(&self) -> Result<()>;
+    async fn send(&self, messages: Vec<OutMessage>) -> Result<()>;
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>>;
+    async fn ack(&self, receipts: &[Receipt]) -> Result<()>;
+    async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()>;
+});
 
 /// The message orch puts on its queue: "job `job_id` may be due at `epoch`".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::da::DaReference;
 use crate::error::Result;
 use crate::felt::Felt;
+use crate::forward::forward_port;
 use crate::types::{BlockNumber, BlockRange, TxHash};
 
 /// What settlement knows as applied.
@@ -101,21 +102,10 @@ pub trait Settlement: Debug + Send + Sync + 'static {
     async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus>;
 }
 
-#[async_trait]
-impl<T: Settlement + ?Sized> Settlement for std::sync::Arc<T> {
-    fn capabilities(&self) -> SettlementCapabilities {
-        (**self).capabilities()
-    }
-    async fn last_settled(&self) -> Result<Option<SettledState>> {
-        (**self).last_settled().await
-    }
-    async fn register_proof(&self, req: ProofRegistrationRequest) -> Result<TxHash> {
-        (**self).register_proof(req).await
-    }
-    async fn submit_state_update(&self, req: StateUpdateRequest) -> Result<TxHash> {
-        (**self).submit_state_update(req).await
-    }
-    async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus> {
-        (**self).tx_status(tx).await
-    }
-}
+forward_port!(Settlement {
+    fn capabilities(&self) -> SettlementCapabilities;
+    async fn last_settled(&self) -> Result<Option<SettledState>>;
+    async fn register_proof(&self, req: ProofRegistrationRequest) -> Result<TxHash>;
+    async fn submit_state_update(&self, req: StateUpdateRequest) -> Result<TxHash>;
+    async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus>;
+});

@@ -1,12 +1,12 @@
 //! The [`Storage`] port: artefacts (PIE, proofs, blobs, program output).
 
 use std::fmt::Debug;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::forward::forward_port;
 use crate::types::ObjectKey;
 
 /// Facts about a stored object.
@@ -53,30 +53,15 @@ pub trait Storage: Debug + Send + Sync + 'static {
     async fn list(&self, prefix: Option<&ObjectKey>) -> Result<Vec<ObjectMeta>>;
 }
 
-#[async_trait]
-impl<T: Storage + ?Sized> Storage for Arc<T> {
-    fn backend(&self) -> &'static str {
-        (**self).backend()
-    }
-    async fn setup(&self) -> Result<()> {
-        (**self).setup().await
-    }
-    async fn put(&self, key: &ObjectKey, data: Vec<u8>) -> Result<ObjectMeta> {
-        (**self).put(key, data).await
-    }
-    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>> {
-        (**self).get(key).await
-    }
-    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
-        (**self).head(key).await
-    }
-    async fn delete(&self, key: &ObjectKey) -> Result<()> {
-        (**self).delete(key).await
-    }
-    async fn list(&self, prefix: Option<&ObjectKey>) -> Result<Vec<ObjectMeta>> {
-        (**self).list(prefix).await
-    }
-}
+forward_port!(Storage {
+    fn backend(&self) -> &'static str;
+    async fn setup(&self) -> Result<()>;
+    async fn put(&self, key: &ObjectKey, data: Vec<u8>) -> Result<ObjectMeta>;
+    async fn get(&self, key: &ObjectKey) -> Result<Vec<u8>>;
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta>;
+    async fn delete(&self, key: &ObjectKey) -> Result<()>;
+    async fn list(&self, prefix: Option<&ObjectKey>) -> Result<Vec<ObjectMeta>>;
+});
 
 /// Whether `key` lies under `prefix` in the whole-segment sense of contract rule 5.
 pub fn key_has_prefix(key: &ObjectKey, prefix: &ObjectKey) -> bool {

@@ -149,6 +149,9 @@ impl JobKind {
         JobKind::StateTransition,
     ];
 
+    /// How many kinds there are: the length of per-kind arrays (indexed by [`JobKind::index`]).
+    pub const COUNT: usize = JobKind::ALL.len();
+
     /// Stable snake_case name used in storage, config and metrics.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -172,7 +175,7 @@ impl JobKind {
         })
     }
 
-    /// Dense index 0..5, for per-kind arrays.
+    /// Dense index `0..JobKind::COUNT`, for per-kind arrays.
     pub const fn index(self) -> usize {
         self as usize
     }

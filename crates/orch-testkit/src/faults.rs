@@ -181,7 +181,7 @@ impl<D: Database> FaultyDb<D> {
     fn gate(&self) -> Result<()> {
         let n = self.faults.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let every = self.faults.fail_every.load(Ordering::Relaxed);
-        if self.faults.down.load(Ordering::Relaxed) || (every > 0 && n % every == 0) {
+        if self.faults.down.load(Ordering::Relaxed) || (every > 0 && n.is_multiple_of(every)) {
             return Err(Error::unavailable("faulty db", "injected failure"));
         }
         Ok(())

@@ -71,7 +71,7 @@ pub struct EngineConfig {
     pub concurrent_claims: usize,
     /// In-flight limit per kind in this instance (default 64 each), in the order of
     /// [`JobKind::ALL`].
-    pub max_in_flight: [u32; 5],
+    pub max_in_flight: [u32; JobKind::COUNT],
     /// Lease length (default 30s); leases are renewed at a third of it.
     #[serde(with = "crate::duration")]
     pub lease: Duration,
@@ -118,7 +118,7 @@ impl Default for EngineConfig {
             workers: 8,
             claim_batch: 32,
             concurrent_claims: 2,
-            max_in_flight: [64; 5],
+            max_in_flight: [64; JobKind::COUNT],
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             dependency_poll: Duration::from_secs(2),

@@ -64,12 +64,12 @@ pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     events: Arc<dyn EventBus>,
     alerts: Arc<dyn Alerts>,
-    handlers: [Option<Arc<dyn JobHandler>>; 5],
+    handlers: [Option<Arc<dyn JobHandler>>; JobKind::COUNT],
     creator: Option<CreatorPorts>,
     with_registration: bool,
     roles: Roles,
     worker_id: WorkerId,
-    in_flight: [AtomicU32; 5],
+    in_flight: [AtomicU32; JobKind::COUNT],
     /// Set when a worker could not reserve all the in-flight slots it wanted; the next release
     /// clears it and wakes the workers.
     starved: AtomicBool,
@@ -99,7 +99,7 @@ pub struct EngineBuilder {
     queue: Option<Arc<dyn Queue>>,
     events: Arc<dyn EventBus>,
     alerts: Arc<dyn Alerts>,
-    handlers: [Option<Arc<dyn JobHandler>>; 5],
+    handlers: [Option<Arc<dyn JobHandler>>; JobKind::COUNT],
     creator: Option<CreatorPorts>,
     with_registration: bool,
     roles: Roles,

@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
 use tracing::{debug, info, warn};
 
 use super::graph;
-use super::handler::{JobCtx, Outcome, Verdict};
+use super::handler::{JobCtx, JobHandler, Outcome, Verdict};
 use super::stats::Stats;
 use super::{Shared, TimeoutPolicy};
 use crate::alerts::{Alert, Severity};
@@ -78,7 +78,7 @@ pub(crate) async fn worker_loop(sh: Arc<Shared>, n: usize) {
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let mut wants = Vec::with_capacity(5);
+        let mut wants = Vec::with_capacity(JobKind::COUNT);
         for kind in JobKind::ALL {
             if sh.handlers[kind.index()].is_some() {
                 let got = reserve(&sh, kind, sh.cfg.claim_batch);
@@ -126,7 +126,7 @@ pub(crate) async fn worker_loop(sh: Arc<Shared>, n: usize) {
                 continue;
             }
         };
-        let mut counts = [0u32; 5];
+        let mut counts = [0u32; JobKind::COUNT];
         for j in &claimed {
             counts[j.kind().index()] += 1;
         }
@@ -376,14 +376,14 @@ fn fail(sh: &Shared, mut job: Job, reason: String, retryable: bool, retry_after:
 /// definitive failures (a task failed, a transaction reverted, a non-retryable error). Every
 /// tenth consecutive transient failure raises a warning alert.
 fn transient(sh: &Shared, mut job: Job, e: &Error) -> Option<JobWrite> {
-    let n = job.meta.extra.get(TRANSIENT).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) + 1;
-    job.meta.extra.insert(TRANSIENT.into(), n.to_string());
+    let n = job.meta.transient_failures.saturating_add(1);
+    job.meta.transient_failures = n;
     let seed = job.id.seed();
     let delay = sh.cfg.retry.delay(n, seed).max(e.retry_after().unwrap_or_default());
     let reason = e.to_string();
     job.last_error = Some(reason.clone());
     warn!(target: "orch::engine", job_id = %job.id, key = %job.key, transient_failures = n, error = %reason, "transient failure; retrying");
-    if n % 10 == 0 {
+    if n.is_multiple_of(10) {
         let alert = Alert {
             severity: Severity::Warning,
             key: format!("job-transient:{}", job.key),
@@ -398,9 +398,6 @@ fn transient(sh: &Shared, mut job: Job, e: &Error) -> Option<JobWrite> {
     let next = sh.clock.now().plus(delay);
     write(sh, job, Event::Failed { attempts_left: true }, reason, next)
 }
-
-/// `meta.extra` key counting consecutive transient failures of a job.
-const TRANSIENT: &str = "transient_failures";
 
 /// Transition reason of a job put back because its dependencies are incomplete.
 const WAITING_FOR_DEPS: &str = "waiting for dependencies";
@@ -422,28 +419,8 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
                     }
                 };
             }
-            let claim = (job.id, job.epoch);
-            let mut ctx = JobCtx::new(job, sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
-            let res = under_lease(sh, claim, handler.verify(&mut ctx)).await;
-            let job = ctx.into_job();
-            match res {
-                Ok(Verdict::Done) => write(sh, job, Event::Verified, "verified", Timestamp::NEVER),
-                Ok(Verdict::Pending { after }) => write(sh, job, Event::StillPending, "", sh.clock.now().plus(after)),
-                Ok(Verdict::Failed { reason }) => fail(sh, job, reason, true, None),
-                Err(Error::VersionConflict { .. }) => {
-                    Stats::add(&sh.stats.conflicts, 1);
-                    None
-                }
-                Err(e) if e.is_retryable() => {
-                    // The check itself failed (RPC down): look again later, no attempt spent;
-                    // the verification deadline bounds this.
-                    let mut job = job;
-                    job.last_error = Some(e.to_string());
-                    let after = e.retry_after().unwrap_or(sh.cfg.verify_poll);
-                    write(sh, job, Event::StillPending, "", sh.clock.now().plus(after))
-                }
-                Err(e) => fail(sh, job, e.to_string(), false, None),
-            }
+            let (job, verdict) = run_step(sh, &*handler, job, |h, ctx| h.verify(ctx)).await?;
+            record_verdict(sh, job, verdict, Check::Scheduled)
         }
         JobStatus::Processing => {
             if job.attempts >= job.max_attempts {
@@ -460,10 +437,7 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
                     return write(sh, job, Event::Deferred, format!("dependency check failed: {e}"), next);
                 }
             }
-            let claim = (job.id, job.epoch);
-            let mut ctx = JobCtx::new(job, sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
-            let res = under_lease(sh, claim, handler.process(&mut ctx)).await;
-            let mut job = ctx.into_job();
+            let (job, res) = run_step(sh, &*handler, job, |h, ctx| h.process(ctx)).await?;
             let now = sh.clock.now();
             match res {
                 Ok(Outcome::Done) => write(sh, job, Event::ProcessedDone, "processed", Timestamp::NEVER),
@@ -471,41 +445,11 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
                     // Nothing to wait for: verify under the same claim instead of writing,
                     // re-claiming and writing again.
                     Stats::add(&sh.stats.verify_checks, 1);
-                    let claim = (job.id, job.epoch);
-                    let mut ctx = JobCtx::new(job, sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
-                    let verdict = under_lease(sh, claim, handler.verify(&mut ctx)).await;
-                    let mut job = ctx.into_job();
-                    let now = sh.clock.now();
-                    match verdict {
-                        Ok(Verdict::Done) => {
-                            write(sh, job, Event::ProcessedDone, "processed and verified", Timestamp::NEVER)
-                        }
-                        Err(Error::VersionConflict { .. }) => {
-                            Stats::add(&sh.stats.conflicts, 1);
-                            None
-                        }
-                        Ok(Verdict::Failed { reason }) => fail(sh, job, reason, true, None),
-                        // Not confirmed yet (or the check failed): verify later as usual.
-                        Ok(Verdict::Pending { after }) => {
-                            job.verify_deadline = Some(now.plus(sh.cfg.verify_timeout));
-                            write(sh, job, Event::ProcessedNeedsVerification, "processed; verifying", now.plus(after))
-                        }
-                        Err(_) => {
-                            job.verify_deadline = Some(now.plus(sh.cfg.verify_timeout));
-                            let after = sh.cfg.verify_poll.max(Duration::from_millis(1));
-                            write(sh, job, Event::ProcessedNeedsVerification, "processed; verifying", now.plus(after))
-                        }
-                    }
+                    let (job, verdict) = run_step(sh, &*handler, job, |h, ctx| h.verify(ctx)).await?;
+                    record_verdict(sh, job, verdict, Check::Inline)
                 }
-                Ok(Outcome::Verify { after }) => {
-                    job.verify_deadline = Some(now.plus(sh.cfg.verify_timeout));
-                    write(sh, job, Event::ProcessedNeedsVerification, "processed; verifying", now.plus(after))
-                }
+                Ok(Outcome::Verify { after }) => to_verification(sh, job, now, after),
                 Ok(Outcome::Wait { after }) => write(sh, job, Event::Deferred, "not its turn yet", now.plus(after)),
-                Err(Error::VersionConflict { .. }) => {
-                    Stats::add(&sh.stats.conflicts, 1);
-                    None
-                }
                 Err(e) if e.is_retryable() => transient(sh, job, &e),
                 Err(e) => fail(sh, job, e.to_string(), false, None),
             }
@@ -515,6 +459,72 @@ async fn run_job(sh: &Shared, job: Job) -> Option<JobWrite> {
             None
         }
     }
+}
+
+/// Runs one handler step (`process` or `verify`) on `job` under its claim's lease; returns the
+/// job as the step left it, with the step's result. `None` if the job was lost to another
+/// worker (a version conflict): nothing of this run may be written.
+async fn run_step<T>(
+    sh: &Shared,
+    handler: &dyn JobHandler,
+    job: Job,
+    step: impl for<'a> FnOnce(&'a dyn JobHandler, &'a mut JobCtx) -> BoxFuture<'a, Result<T>>,
+) -> Option<(Job, Result<T>)> {
+    let claim = (job.id, job.epoch);
+    let mut ctx = JobCtx::new(job, sh.db.clone(), sh.clock.clone(), sh.worker_id.clone());
+    let res = under_lease(sh, claim, step(handler, &mut ctx)).await;
+    let job = ctx.into_job();
+    match res {
+        Err(Error::VersionConflict { .. }) => {
+            Stats::add(&sh.stats.conflicts, 1);
+            None
+        }
+        res => Some((job, res)),
+    }
+}
+
+/// Which verification check a verdict answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// A check of a job in `PendingVerification`.
+    Scheduled,
+    /// The check run right after `process`, under the same claim: the job is still
+    /// `Processing`, and anything short of `Done` or `Failed` sends it to verification.
+    Inline,
+}
+
+/// Builds the write that records a verification verdict.
+fn record_verdict(sh: &Shared, mut job: Job, verdict: Result<Verdict>, check: Check) -> Option<JobWrite> {
+    let now = sh.clock.now();
+    let after = match verdict {
+        Ok(Verdict::Done) => {
+            return match check {
+                Check::Scheduled => write(sh, job, Event::Verified, "verified", Timestamp::NEVER),
+                Check::Inline => write(sh, job, Event::ProcessedDone, "processed and verified", Timestamp::NEVER),
+            };
+        }
+        Ok(Verdict::Failed { reason }) => return fail(sh, job, reason, true, None),
+        Ok(Verdict::Pending { after }) => after,
+        // Not confirmed yet (or the check failed): verify later as usual.
+        Err(_) if check == Check::Inline => sh.cfg.verify_poll.max(Duration::from_millis(1)),
+        Err(e) if e.is_retryable() => {
+            // The check itself failed (RPC down): look again later, no attempt spent; the
+            // verification deadline bounds this.
+            job.last_error = Some(e.to_string());
+            e.retry_after().unwrap_or(sh.cfg.verify_poll)
+        }
+        Err(e) => return fail(sh, job, e.to_string(), false, None),
+    };
+    match check {
+        Check::Scheduled => write(sh, job, Event::StillPending, "", now.plus(after)),
+        Check::Inline => to_verification(sh, job, now, after),
+    }
+}
+
+/// Builds the write that moves a processed job to verification, first checked `after` from `now`.
+fn to_verification(sh: &Shared, mut job: Job, now: Timestamp, after: Duration) -> Option<JobWrite> {
+    job.verify_deadline = Some(now.plus(sh.cfg.verify_timeout));
+    write(sh, job, Event::ProcessedNeedsVerification, "processed; verifying", now.plus(after))
 }
 
 /// Receives queue hints and wakes the workers. A malformed message is logged and dropped.
