@@ -91,8 +91,7 @@ async fn raw(brokers: &str) -> Duration {
 }
 
 fn main() {
-    let Ok(brokers) = std::env::var("ORCH_TEST_KAFKA_BROKERS") else {
-        println!("skipping: set ORCH_TEST_KAFKA_BROKERS (scripts/services.sh does)");
+    let Some(brokers) = orch_testkit::services::env_or_skip("ORCH_TEST_KAFKA_BROKERS") else {
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");

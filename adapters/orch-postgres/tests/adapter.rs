@@ -480,14 +480,12 @@ async fn bad_url_is_invalid_input_and_hides_the_password() {
 
 #[tokio::test]
 async fn unreachable_port_is_a_retryable_unavailable_without_the_password() {
-    let started = Instant::now();
     let e = PostgresStore::connect(with_url("postgres://orch:hunter2@127.0.0.1:1/orch")).await.unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
     assert!(e.is_retryable());
     assert!(text.contains("127.0.0.1:1") && text.contains("refused"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(5), "a refused connection fails fast");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Messages per second through `RabbitQueue` (send with confirms → receive → ack of N small
 //! messages in batches of 100) against the same work done with raw lapin (publish with
 //! confirms, `basic_consume`, `basic_ack`) on the same broker, in the same run. Prints both
-//! and the ratio.
+//! and the ratio. Then how late a delay between two tiers arrives (the tests assert only that
+//! it is never early; the documented bound is less than the smallest tier).
 //!
 //! `ORCH_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo bench -p orch-rabbit --bench throughput`
 
@@ -14,7 +15,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use orch_core::queue::Queue;
+use orch_core::queue::{OutMessage, Queue};
 use orch_rabbit::{RabbitConfig, RabbitQueue};
 use orch_testkit::throughput::{self, payload, Sides};
 
@@ -85,9 +86,36 @@ async fn raw(url: &str) -> Duration {
     t
 }
 
+/// How late a 1.5 s delay (between the 1 s and 5 s tiers: served as 1 s + 1 s) arrives,
+/// receiving as soon as it is due, over `runs` messages one after another; prints the range.
+async fn delay_lateness(url: &str, runs: usize) {
+    let c = RabbitConfig::new(url, name("bench-delay"));
+    let smallest = c.delay_tiers.first().copied().unwrap_or_default();
+    let q = RabbitQueue::connect(c).await.expect("connect");
+    q.setup().await.expect("setup");
+    let delay = Duration::from_millis(1500);
+    let mut late = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let sent = Instant::now();
+        q.send(vec![OutMessage { payload: payload(i), delay }]).await.expect("send");
+        let d = loop {
+            let mut got = q.receive(1, Duration::from_secs(30), Duration::from_millis(100)).await.expect("receive");
+            if let Some(d) = got.pop() {
+                break d;
+            }
+            assert!(sent.elapsed() < Duration::from_secs(60), "the delayed message never arrived");
+        };
+        late.push(sent.elapsed().saturating_sub(delay));
+        q.ack(&[d.receipt]).await.expect("ack");
+    }
+    q.teardown().await.expect("teardown");
+    late.sort();
+    println!("rabbitmq delay of {delay:?} between tiers, {runs} runs:");
+    println!("  late by     : {:?} (min) .. {:?} (max); smallest tier {smallest:?}", late[0], late[runs - 1]);
+}
+
 fn main() {
-    let Ok(url) = std::env::var("ORCH_TEST_AMQP_URL") else {
-        println!("skipping: set ORCH_TEST_AMQP_URL (scripts/services.sh does)");
+    let Some(url) = orch_testkit::services::env_or_skip("ORCH_TEST_AMQP_URL") else {
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -97,4 +125,5 @@ fn main() {
         raw: "raw lapin",
     };
     rt.block_on(throughput::compare(sides, N, 3, || adapter(&url), || raw(&url)));
+    rt.block_on(delay_lateness(&url, 5));
 }

@@ -1,6 +1,7 @@
 //! Messages per second through `RedisQueue` (send → receive → ack of N small messages in
 //! batches of 100) against the same work done with raw `redis` commands (XADD pipeline,
-//! XREADGROUP, XACK) on the same server, in the same run. Prints both and the ratio.
+//! XREADGROUP, XACK) on the same server, in the same run. Prints both and the ratio. Then how
+//! soon `connect` to a server that is not there fails (the tests assert only the error).
 //!
 //! `ORCH_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench -p orch-redis --bench throughput`
 
@@ -67,9 +68,21 @@ async fn raw(url: &str) -> Duration {
     t
 }
 
+/// How long `connect` to a port nothing listens on takes to fail, with the 300 ms connect
+/// timeout of the tests (which assert only that it is a retryable error naming the server).
+async fn unreachable() -> Duration {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let mut c = RedisConfig::new(format!("redis://127.0.0.1:{port}"), "q");
+    c.connect_timeout = Duration::from_millis(300);
+    let start = Instant::now();
+    let e = RedisQueue::connect(c).await.expect_err("nothing listens there");
+    let took = start.elapsed();
+    assert!(e.is_retryable(), "{e:?}");
+    took
+}
+
 fn main() {
-    let Ok(url) = std::env::var("ORCH_TEST_REDIS_URL") else {
-        println!("skipping: set ORCH_TEST_REDIS_URL (scripts/services.sh does)");
+    let Some(url) = orch_testkit::services::env_or_skip("ORCH_TEST_REDIS_URL") else {
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -79,4 +92,8 @@ fn main() {
         raw: "raw redis (XADD pipeline / XREADGROUP / XACK)",
     };
     rt.block_on(throughput::compare(sides, N, 3, || adapter(&url), || raw(&url)));
+    println!(
+        "unreachable server: connect failed (retryable) after {:?} (connect timeout 300ms)",
+        rt.block_on(unreachable())
+    );
 }

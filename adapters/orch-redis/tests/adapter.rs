@@ -226,12 +226,10 @@ async fn unreachable_server_is_a_retryable_error_without_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut c = RedisConfig::new(format!("redis://:hunter2@127.0.0.1:{port}"), "q");
     c.connect_timeout = Duration::from_millis(300);
-    let start = Instant::now();
     let e = RedisQueue::connect(c).await.unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     assert!(!e.to_string().contains("hunter2"), "password shown: {e}");
-    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Behaviour of the S3 store beyond the conformance suite: multipart uploads, limits,
 //! objects written by other tools, and failures (missing bucket, unreachable endpoint).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use orch_core::error::Error;
 use orch_core::secret::Secret;
@@ -12,12 +12,10 @@ use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
 
+/// The S3 endpoint of the tests (moto), or `None` to skip (see
+/// [`orch_testkit::services::env_or_skip`]).
 fn endpoint() -> Option<String> {
-    let e = std::env::var("ORCH_TEST_AWS_ENDPOINT").ok();
-    if e.is_none() {
-        eprintln!("skipping: set ORCH_TEST_AWS_ENDPOINT (scripts/services.sh does)");
-    }
-    e
+    orch_testkit::services::env_or_skip("ORCH_TEST_AWS_ENDPOINT")
 }
 
 /// Settings for a fresh, randomly named bucket at `endpoint` with dummy credentials.
@@ -158,12 +156,10 @@ async fn nested_prefix_views_share_the_bucket() {
 async fn unreachable_endpoint_is_a_clear_retryable_error() {
     let cfg = S3Config { connect_timeout: Duration::from_secs(1), ..config("http://127.0.0.1:1") };
     let s = S3Storage::connect(cfg).await.expect("connect does not touch the network");
-    let started = Instant::now();
     for e in [s.setup().await.unwrap_err(), s.put(&k("x"), b"x".to_vec()).await.unwrap_err()] {
         assert!(e.is_retryable(), "{e:?}");
         assert!(e.to_string().contains("127.0.0.1:1"), "names the endpoint: {e}");
     }
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -13,10 +13,7 @@ fn bucket() -> &'static str {
 }
 
 async fn store(prefix: String) -> Option<Arc<dyn Storage>> {
-    let Ok(endpoint) = std::env::var("ORCH_TEST_AWS_ENDPOINT") else {
-        eprintln!("skipping: set ORCH_TEST_AWS_ENDPOINT (scripts/services.sh does)");
-        return None;
-    };
+    let endpoint = orch_testkit::services::env_or_skip("ORCH_TEST_AWS_ENDPOINT")?;
     let config = S3Config {
         prefix: Some(prefix),
         endpoint: Some(endpoint),

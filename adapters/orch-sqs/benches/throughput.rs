@@ -13,6 +13,7 @@
 //! shallow, as a wake-up queue is; moto slows down badly with thousands of messages queued.)
 //! Each side runs `ORCH_BENCH_ROUNDS` times (default 3), interleaved and alternating which
 //! goes first, each on a fresh queue that is deleted afterwards; the medians are compared.
+//! Then how soon an unreachable endpoint surfaces as an error (the tests assert only the error).
 
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
@@ -152,9 +153,30 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// How long a `send` to an endpoint nothing listens on takes to fail, with a 1 s connect
+/// timeout and the adapter's default retries (the tests assert only that it is a retryable
+/// error naming the endpoint).
+async fn unreachable() -> BoxResult<Duration> {
+    let config = SqsConfig {
+        endpoint: Some("http://127.0.0.1:1".into()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(Secret::new("test".into())),
+        secret_access_key: Some(Secret::new("test".into())),
+        connect_timeout: Duration::from_secs(1),
+        ..SqsConfig::new("orch-bench-unreachable")
+    };
+    let q = SqsQueue::connect(config).await?;
+    let start = Instant::now();
+    let e = q.send(vec![OutMessage { payload: b"x".to_vec(), delay: Duration::ZERO }]).await.err();
+    let took = start.elapsed();
+    if !e.is_some_and(|e| e.is_retryable()) {
+        return Err("a send to an unreachable endpoint was not a retryable error".into());
+    }
+    Ok(took)
+}
+
 fn main() -> BoxResult<()> {
-    let Ok(endpoint) = std::env::var("ORCH_TEST_AWS_ENDPOINT") else {
-        println!("skipping: set ORCH_TEST_AWS_ENDPOINT (scripts/services.sh does)");
+    let Some(endpoint) = orch_testkit::services::env_or_skip("ORCH_TEST_AWS_ENDPOINT") else {
         return Ok(());
     };
     let n: usize = match std::env::var("ORCH_BENCH_N") {
@@ -210,6 +232,7 @@ fn main() -> BoxResult<()> {
             "sqs send->receive->ack, N={n} (windows of {window}), median of {rounds} rounds: raw aws-sdk-sqs {sdk:.0} msg/s, SqsQueue {adapter:.0} msg/s, ratio {:.2}x",
             adapter / sdk
         );
+        println!("unreachable endpoint: send failed (retryable) after {:?} (connect timeout 1s)", unreachable().await?);
         Ok(())
     })
 }

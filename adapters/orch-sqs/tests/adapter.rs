@@ -144,12 +144,10 @@ async fn missing_queue_without_setup_is_a_clear_fatal_error() {
 async fn unreachable_endpoint_is_a_clear_retryable_error() {
     let cfg = SqsConfig { connect_timeout: Duration::from_secs(1), ..config("http://127.0.0.1:1") };
     let q = SqsQueue::connect(cfg).await.expect("connect does not touch the network");
-    let started = Instant::now();
     for e in [q.setup().await.unwrap_err(), q.send(vec![msg("x")]).await.unwrap_err()] {
         assert!(e.is_retryable(), "{e:?}");
         assert!(e.to_string().contains("127.0.0.1:1"), "names the endpoint: {e}");
     }
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -8,10 +8,7 @@ use orch_sqs::{SqsConfig, SqsQueue};
 
 /// A fresh queue (random name) on the endpoint in `ORCH_TEST_AWS_ENDPOINT`, or `None` to skip.
 async fn fresh() -> Option<Arc<dyn Queue>> {
-    let Ok(endpoint) = std::env::var("ORCH_TEST_AWS_ENDPOINT") else {
-        eprintln!("skipping: set ORCH_TEST_AWS_ENDPOINT (scripts/services.sh does)");
-        return None;
-    };
+    let endpoint = orch_testkit::services::env_or_skip("ORCH_TEST_AWS_ENDPOINT")?;
     let config = SqsConfig {
         endpoint: Some(endpoint),
         region: Some("us-east-1".into()),

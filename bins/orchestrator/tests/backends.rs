@@ -34,18 +34,10 @@ fn unique() -> String {
     format!("{:x}{:x}", nanos & 0xffff_ffff, std::process::id())
 }
 
-/// The service URL in `var`, or `None` (after saying why) when the case must skip.
+/// The service URL in `var`, or `None` (after saying why) when the case must skip; fails
+/// instead under `ORCH_REQUIRE_SERVICES`.
 fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("ORCH_REQUIRE_SERVICES").is_some() => {
-            panic!("{var} is not set but ORCH_REQUIRE_SERVICES is: run scripts/services.sh")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/services.sh sets it)");
-            None
-        }
-    }
+    orch_testkit::services::env_or_skip(var)
 }
 
 /// Environment that points a config's providers at the test services, with fresh names.

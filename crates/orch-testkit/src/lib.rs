@@ -6,6 +6,7 @@ pub mod logs;
 pub mod mem;
 pub mod noop;
 pub mod proxy;
+pub mod services;
 pub mod sim;
 pub mod suite;
 pub mod tansu;

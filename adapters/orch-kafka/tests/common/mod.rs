@@ -3,25 +3,12 @@
 #![allow(dead_code, unreachable_pub)]
 
 use orch_kafka::KafkaConfig;
+use orch_testkit::services::env_or_skip;
 pub use orch_testkit::tansu::PrivateTansu;
 
-/// Why a case cannot run: skip with the reason printed, or fail when CI requires services.
-fn missing(var: &str) {
-    if std::env::var_os("ORCH_REQUIRE_SERVICES").is_some() {
-        panic!("{var} is not set but ORCH_REQUIRE_SERVICES is: run scripts/services.sh");
-    }
-    eprintln!("skipping: set {var} (scripts/services.sh does)");
-}
-
-/// The shared broker list, or `None` (with the reason printed) to skip.
+/// The shared broker list, or `None` to skip (see [`env_or_skip`]).
 pub fn brokers() -> Option<String> {
-    match std::env::var("ORCH_TEST_KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            missing("ORCH_TEST_KAFKA_BROKERS");
-            None
-        }
-    }
+    env_or_skip("ORCH_TEST_KAFKA_BROKERS")
 }
 
 /// A random name, so runs never collide.
@@ -41,13 +28,7 @@ pub fn config(brokers: &str) -> KafkaConfig {
 /// proxy's port) as its address; `None` (skip, or fail under ORCH_REQUIRE_SERVICES) without
 /// `ORCH_TEST_TANSU_BIN`.
 pub fn private_tansu(port: u16, advertised: u16) -> Option<PrivateTansu> {
-    let bin = match std::env::var("ORCH_TEST_TANSU_BIN") {
-        Ok(b) if !b.is_empty() => b,
-        _ => {
-            missing("ORCH_TEST_TANSU_BIN");
-            return None;
-        }
-    };
+    let bin = env_or_skip("ORCH_TEST_TANSU_BIN")?;
     let at = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     Some(PrivateTansu::start(&bin, at(port), at(advertised)))
 }

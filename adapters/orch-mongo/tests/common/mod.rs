@@ -15,15 +15,9 @@ pub const PREFIX: &str = "orchtest_";
 /// Test databases older than this are dropped by the next run.
 const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
-/// The server URL, or `None` (with the reason printed) when the variable is unset.
+/// The server URL, or `None` to skip (see [`orch_testkit::services::env_or_skip`]).
 pub fn url() -> Option<String> {
-    match std::env::var("ORCH_TEST_MONGO_URL") {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            eprintln!("skipping: set ORCH_TEST_MONGO_URL (scripts/services.sh does) to run the MongoDB tests");
-            None
-        }
-    }
+    orch_testkit::services::env_or_skip("ORCH_TEST_MONGO_URL")
 }
 
 /// A fresh database name.

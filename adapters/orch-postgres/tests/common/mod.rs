@@ -13,15 +13,9 @@ pub const PREFIX: &str = "orch_pgtest_";
 /// Test schemas older than this are left-overs of finished runs and are dropped.
 const STALE_SECS: u64 = 6 * 3600;
 
-/// The server URL, or `None` (with the reason printed) when the tests should skip.
+/// The server URL, or `None` to skip (see [`orch_testkit::services::env_or_skip`]).
 pub fn url() -> Option<String> {
-    match std::env::var("ORCH_TEST_POSTGRES_URL") {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            eprintln!("skipping: set ORCH_TEST_POSTGRES_URL (scripts/services.sh does)");
-            None
-        }
-    }
+    orch_testkit::services::env_or_skip("ORCH_TEST_POSTGRES_URL")
 }
 
 fn now_secs() -> u64 {

@@ -6,15 +6,9 @@ use std::time::Duration;
 
 use orch_rabbit::RabbitConfig;
 
-/// The shared broker's URL, or `None` (with the reason printed) to skip.
+/// The shared broker's URL, or `None` to skip (see [`orch_testkit::services::env_or_skip`]).
 pub fn url() -> Option<String> {
-    match std::env::var("ORCH_TEST_AMQP_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipping: set ORCH_TEST_AMQP_URL (scripts/services.sh does)");
-            None
-        }
-    }
+    orch_testkit::services::env_or_skip("ORCH_TEST_AMQP_URL")
 }
 
 /// A config for a fresh, randomly named queue whose queues the broker deletes 10 minutes

@@ -5,15 +5,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The shared test server's URL, or `None` (with the reason printed) to skip.
+/// The shared test server's URL, or `None` to skip (see
+/// [`orch_testkit::services::env_or_skip`]).
 pub fn url() -> Option<String> {
-    match std::env::var("ORCH_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipping: set ORCH_TEST_REDIS_URL (scripts/services.sh does)");
-            None
-        }
-    }
+    orch_testkit::services::env_or_skip("ORCH_TEST_REDIS_URL")
 }
 
 /// A random queue name, so runs never collide.
@@ -29,12 +24,13 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
-    /// Starts one on a free port; `None` when `redis-server` is not installed.
+    /// Starts one on a free port; `None` (skip, or fail under `ORCH_REQUIRE_SERVICES`) when
+    /// `redis-server` is not installed.
     pub async fn start() -> Option<OwnRedis> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let mut r = OwnRedis { port, child: None };
         if !r.restart().await {
-            eprintln!("skipping: redis-server is not installed or did not start");
+            orch_testkit::services::skip("redis-server is not installed or did not start");
             return None;
         }
         Some(r)

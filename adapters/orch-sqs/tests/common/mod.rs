@@ -8,13 +8,10 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use orch_core::secret::Secret;
 use orch_sqs::{SqsConfig, SqsQueue};
 
-/// The SQS endpoint of the tests (moto), or `None` (with the reason printed) to skip.
+/// The SQS endpoint of the tests (moto), or `None` to skip (see
+/// [`orch_testkit::services::env_or_skip`]).
 pub fn endpoint() -> Option<String> {
-    let e = std::env::var("ORCH_TEST_AWS_ENDPOINT").ok();
-    if e.is_none() {
-        eprintln!("skipping: set ORCH_TEST_AWS_ENDPOINT (scripts/services.sh does)");
-    }
-    e
+    orch_testkit::services::env_or_skip("ORCH_TEST_AWS_ENDPOINT")
 }
 
 /// Settings for a fresh, randomly named queue at `endpoint` with dummy credentials.

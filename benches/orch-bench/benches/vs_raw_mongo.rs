@@ -94,8 +94,7 @@ async fn raw_run(url: &str, n: u64, how: Raw) -> Result<Duration, BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
-    let Ok(url) = std::env::var("ORCH_TEST_MONGO_URL") else {
-        println!("skipping: set ORCH_TEST_MONGO_URL (scripts/services.sh exports it)");
+    let Some(url) = orch_testkit::services::env_or_skip("ORCH_TEST_MONGO_URL") else {
         return Ok(());
     };
     let n: u64 = match std::env::var("ORCH_BENCH_MONGO_N") {

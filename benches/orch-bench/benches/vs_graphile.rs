@@ -103,8 +103,7 @@ fn rate(n: u64, d: Duration) -> f64 {
 }
 
 fn main() -> Result<(), BoxError> {
-    let Ok(url) = std::env::var("ORCH_TEST_POSTGRES_URL") else {
-        println!("skipping: set ORCH_TEST_POSTGRES_URL (scripts/services.sh exports it)");
+    let Some(url) = orch_testkit::services::env_or_skip("ORCH_TEST_POSTGRES_URL") else {
         return Ok(());
     };
     let url = same_transport(&url);
