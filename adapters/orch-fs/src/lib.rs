@@ -51,6 +51,17 @@ impl FsConfig {
     pub fn new(root: impl Into<PathBuf>) -> FsConfig {
         FsConfig { root: root.into(), ..FsConfig::default() }
     }
+
+    /// Checks every field; errors name the key and the fix.
+    pub fn validate(&self) -> Result<()> {
+        if self.root.as_os_str().is_empty() {
+            return Err(Error::invalid_input("storage.root", "is empty: give a directory, e.g. \"data/objects\""));
+        }
+        if let Some(p) = &self.prefix {
+            ObjectKey::new(p.as_str()).map_err(|e| Error::invalid_input("storage.prefix", e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 /// [`Storage`] on a local directory: one file per object at `<root>/<prefix>/<key>`.
@@ -73,11 +84,9 @@ struct Inner {
 }
 
 impl FsStorage {
-    /// A store as `config` says. Checks the prefix; touches no file (see [`Storage::setup`]).
+    /// A store as `config` says. Checks the config; touches no file (see [`Storage::setup`]).
     pub fn new(config: FsConfig) -> Result<FsStorage> {
-        if config.root.as_os_str().is_empty() {
-            return Err(Error::invalid_input("storage.root", "is empty: give a directory, e.g. \"data/objects\""));
-        }
+        config.validate()?;
         let mut dir = config.root;
         if let Some(p) = &config.prefix {
             let key = ObjectKey::new(p.as_str()).map_err(|e| Error::invalid_input("storage.prefix", e.to_string()))?;

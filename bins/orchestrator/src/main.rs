@@ -1,6 +1,7 @@
 //! `orchestrator`: the orch binary. Thin: parses the CLI, loads the config, wires the
 //! providers compiled in (Cargo features) and runs orch-core's engine.
 
+mod alerts;
 mod cmd;
 mod config;
 mod output;

@@ -1,22 +1,29 @@
-//! Builds the ports a configuration names. Each provider is behind its Cargo feature;
-//! [`crate::config::check_providers`] has already refused the ones not compiled in.
+//! Opens the ports a typed configuration names. Every match below is on a typed section, so a
+//! provider is reachable only when its Cargo feature compiled its variant in; the config
+//! loader has already refused the others with the feature to enable.
+// Builds that leave out a whole section's providers (say, no database feature) still compile:
+// matches on an enum with no variants end the function there.
+#![cfg_attr(not(feature = "embedded"), allow(unreachable_code, unused_variables, unused_imports, dead_code))]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use orch_core::alerts::{Alerts, NoAlerts};
 use orch_core::chain::ChainSource;
 use orch_core::clock::{Clock, SystemClock};
 use orch_core::da::Da;
 use orch_core::db::Database;
 use orch_core::engine::pipeline::PipelinePorts;
+use orch_core::engine::{Engine, Roles};
 use orch_core::prove::{OsRunner, Prover};
 use orch_core::queue::Queue;
 use orch_core::settle::Settlement;
 use orch_core::storage::Storage;
-use serde_json::Value;
 
-use crate::config::{check_providers, under_data_dir, with_default, AppConfig};
+use crate::config::{
+    AlertsProvider, AppConfig, ChainProvider, DaProvider, DatabaseProvider, OsProvider, ProverProvider, QueueProvider,
+    SettlementProvider, StorageProvider,
+};
 
 /// Everything the engine and the commands need.
 pub(crate) struct Ports {
@@ -28,12 +35,14 @@ pub(crate) struct Ports {
     pub(crate) prover: Arc<dyn Prover>,
     pub(crate) da: Arc<dyn Da>,
     pub(crate) settlement: Arc<dyn Settlement>,
+    pub(crate) alerts: Arc<dyn Alerts>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Ports {
-    pub(crate) fn pipeline(&self) -> PipelinePorts {
-        PipelinePorts {
+    /// The settlement pipeline's engine over these ports, running `roles`.
+    pub(crate) fn engine(&self, cfg: &AppConfig, roles: Roles) -> anyhow::Result<Engine> {
+        let pipeline = PipelinePorts {
             chain: self.chain.clone(),
             os: self.os.clone(),
             prover: self.prover.clone(),
@@ -41,7 +50,16 @@ impl Ports {
             settlement: self.settlement.clone(),
             storage: self.storage.clone(),
             db: self.db.clone(),
+        };
+        let mut builder = Engine::builder(cfg.chain_id.clone(), self.db.clone(), self.clock.clone())
+            .config(cfg.engine.clone())
+            .roles(roles)
+            .alerts(self.alerts.clone())
+            .pipeline(pipeline);
+        if let Some(q) = &self.queue {
+            builder = builder.queue(q.clone());
         }
+        Ok(builder.build()?)
     }
 }
 
@@ -75,13 +93,9 @@ pub(crate) enum StoreMode {
 
 /// Opens the job store as `mode` says.
 pub(crate) async fn open_store(cfg: &AppConfig, mode: StoreMode) -> anyhow::Result<Store> {
-    check_providers(cfg)?;
-    match cfg.database.provider.as_str() {
+    match cfg.database {
         #[cfg(feature = "sqlite")]
-        "sqlite" => {
-            let section = with_default(&cfg.database, "path", Value::String("orch.db".into()));
-            let mut sc: orch_sqlite::SqliteConfig = section.parse("database")?;
-            sc.path = under_data_dir(cfg, &sc.path);
+        DatabaseProvider::Sqlite(ref sc) => {
             if mode == StoreMode::Existing && !sc.path.exists() {
                 bail!(
                     "no orch store at {}: run `orchestrator dev` (or `orchestrator setup`) first, or pass the --data-dir it used",
@@ -91,124 +105,155 @@ pub(crate) async fn open_store(cfg: &AppConfig, mode: StoreMode) -> anyhow::Resu
             if mode != StoreMode::Existing {
                 prepare_data_dir(cfg)?;
             }
-            let store = orch_sqlite::SqliteStore::open(sc).await?;
-            let queue: Option<Arc<dyn Queue>> = match cfg.queue.provider.as_str() {
-                "sqlite" => Some(Arc::new(store.default_queue())),
+            let store = orch_sqlite::SqliteStore::open(sc.clone()).await?;
+            let queue: Option<Arc<dyn Queue>> = match cfg.queue {
+                QueueProvider::Sqlite(_) => Some(Arc::new(store.default_queue())),
                 _ => open_queue(cfg).await?,
             };
             Ok(Store { db: store.database(), queue })
         }
         #[cfg(feature = "postgres")]
-        "postgres" => {
-            let pc: orch_postgres::PostgresConfig = cfg.database.parse("database")?;
+        DatabaseProvider::Postgres(ref pc) => {
             let store = match mode {
-                StoreMode::Setup => orch_postgres::PostgresStore::connect_and_migrate(pc).await?,
-                _ => orch_postgres::PostgresStore::connect(pc).await?,
+                StoreMode::Setup => orch_postgres::PostgresStore::connect_and_migrate(pc.clone()).await?,
+                _ => orch_postgres::PostgresStore::connect(pc.clone()).await?,
             };
             Ok(Store { db: Arc::new(store), queue: open_queue(cfg).await? })
         }
         #[cfg(feature = "mongo")]
-        "mongo" => {
-            let mc: orch_mongo::MongoConfig = cfg.database.parse("database")?;
+        DatabaseProvider::Mongo(ref mc) => {
             let store = match mode {
-                StoreMode::Setup => orch_mongo::MongoStore::connect_and_migrate(mc).await?,
-                _ => orch_mongo::MongoStore::connect(mc).await?,
+                StoreMode::Setup => orch_mongo::MongoStore::connect_and_migrate(mc.clone()).await?,
+                _ => orch_mongo::MongoStore::connect(mc.clone()).await?,
             };
             Ok(Store { db: Arc::new(store), queue: open_queue(cfg).await? })
         }
-        other => bail!("[database] provider \"{other}\" is not available in this build"),
     }
 }
 
 /// Opens a queue that lives apart from the job store (`none`: the engine sweeps the store).
 async fn open_queue(cfg: &AppConfig) -> anyhow::Result<Option<Arc<dyn Queue>>> {
-    #[allow(dead_code)] // used only by builds with a broker feature
-    fn some(q: impl Queue) -> Option<Arc<dyn Queue>> {
-        Some(Arc::new(q))
-    }
-    Ok(match cfg.queue.provider.as_str() {
-        "none" => None,
-        "sqlite" => bail!("[queue] provider \"sqlite\" needs [database] provider \"sqlite\" (it lives in the same file); pick another queue or \"none\""),
+    Ok(match cfg.queue {
+        QueueProvider::None(_) => None,
+        #[cfg(feature = "sqlite")]
+        QueueProvider::Sqlite(_) => bail!(
+            "[queue] provider \"sqlite\" needs [database] provider \"sqlite\" (it lives in the same file); pick another queue or \"none\""
+        ),
         #[cfg(feature = "redis")]
-        "redis" => some(orch_redis::RedisQueue::connect(cfg.queue.parse("queue")?).await?),
+        QueueProvider::Redis(ref c) => Some(Arc::new(orch_redis::RedisQueue::connect(c.clone()).await?)),
         #[cfg(feature = "rabbit")]
-        "rabbit" => some(orch_rabbit::RabbitQueue::connect(cfg.queue.parse("queue")?).await?),
+        QueueProvider::Rabbit(ref c) => Some(Arc::new(orch_rabbit::RabbitQueue::connect(c.clone()).await?)),
         #[cfg(feature = "sqs")]
-        "sqs" => some(orch_sqs::SqsQueue::connect(cfg.queue.parse("queue")?).await?),
+        QueueProvider::Sqs(ref c) => Some(Arc::new(orch_sqs::SqsQueue::connect(c.clone()).await?)),
         #[cfg(feature = "kafka")]
-        "kafka" => some(orch_kafka::KafkaQueue::connect(cfg.queue.parse("queue")?).await?),
-        other => bail!("[queue] provider \"{other}\" is not available in this build"),
+        QueueProvider::Kafka(ref c) => Some(Arc::new(orch_kafka::KafkaQueue::connect(c.clone()).await?)),
     })
 }
 
 async fn open_storage(cfg: &AppConfig) -> anyhow::Result<Arc<dyn Storage>> {
-    Ok(match cfg.storage.provider.as_str() {
+    Ok(match cfg.storage {
         #[cfg(feature = "fs")]
-        "fs" => {
-            let section = with_default(&cfg.storage, "root", Value::String("artifacts".into()));
-            let mut fc: orch_fs::FsConfig = section.parse("storage")?;
-            fc.root = under_data_dir(cfg, &fc.root);
-            Arc::new(orch_fs::FsStorage::new(fc)?)
-        }
+        StorageProvider::Fs(ref fc) => Arc::new(orch_fs::FsStorage::new(fc.clone())?),
         #[cfg(feature = "s3")]
-        "s3" => Arc::new(orch_s3::S3Storage::connect(cfg.storage.parse("storage")?).await?),
-        other => bail!("[storage] provider \"{other}\" is not available in this build"),
+        StorageProvider::S3(ref c) => Arc::new(orch_s3::S3Storage::connect(c.clone()).await?),
     })
 }
 
-fn devnet_config(cfg: &AppConfig, fixed_blocks: Option<u64>) -> anyhow::Result<orch_devnet::DevnetConfig> {
-    let section = crate::config::Section { provider: "devnet".into(), options: cfg.devnet.clone() };
-    let mut d: orch_devnet::DevnetConfig = section.parse("devnet")?;
-    // One first block for both sides: the ledger expects its first update where the engine
-    // starts creating jobs.
-    d.settlement.start_block = cfg.engine.start_block;
-    if let Some(n) = fixed_blocks {
-        // `dev --blocks N`: the whole chain exists from the start.
-        d.chain.blocks = Some(n);
-        d.chain.block_time = std::time::Duration::ZERO;
+fn open_alerts(cfg: &AppConfig, clock: Arc<dyn Clock>) -> Arc<dyn Alerts> {
+    match cfg.alerts {
+        AlertsProvider::Log(ref c) => c.open(clock),
+        AlertsProvider::None(_) => Arc::new(NoAlerts),
     }
-    Ok(d)
 }
 
-fn devnet_dir(cfg: &AppConfig) -> PathBuf {
-    cfg.data_dir.join("devnet")
+/// The simulated world, opened once for every section that names `devnet`.
+#[cfg(feature = "devnet")]
+struct Simulated<'a> {
+    cfg: &'a AppConfig,
+    fixed_blocks: Option<u64>,
+    clock: Arc<dyn Clock>,
+    world: Option<orch_devnet::Devnet>,
 }
 
-/// Opens every port. `fixed_blocks`: the simulated chain has exactly that many blocks.
+#[cfg(feature = "devnet")]
+impl Simulated<'_> {
+    fn get(&mut self) -> anyhow::Result<&orch_devnet::Devnet> {
+        let world = match self.world.take() {
+            Some(w) => w,
+            None => {
+                let mut d = self.cfg.devnet.clone();
+            // One first block for both sides: the ledger expects its first update where the
+            // engine starts creating jobs.
+            d.settlement.start_block = self.cfg.engine.start_block;
+            if let Some(n) = self.fixed_blocks {
+                // `dev --blocks N`: the whole chain exists from the start.
+                d.chain.blocks = Some(n);
+                d.chain.block_time = std::time::Duration::ZERO;
+            }
+                orch_devnet::Devnet::open(d, self.cfg.devnet_dir(), self.clock.clone())?
+            }
+        };
+        Ok(self.world.insert(world))
+    }
+}
+
+/// Opens every port. `fixed_blocks`: a simulated chain has exactly that many blocks.
 pub(crate) async fn open(cfg: &AppConfig, fixed_blocks: Option<u64>, mode: StoreMode) -> anyhow::Result<Ports> {
-    check_providers(cfg)?;
     prepare_data_dir(cfg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(cfg, mode).await?;
     let storage = open_storage(cfg).await?;
-    let uses_devnet = cfg.sections().iter().any(|(_, s)| s.provider == "devnet");
-    if !uses_devnet {
-        bail!("only the devnet chain, prover, DA and settlement providers exist in this build");
-    }
-    let devnet = orch_devnet::Devnet::open(devnet_config(cfg, fixed_blocks)?, devnet_dir(cfg), clock.clone())?;
+    #[cfg(feature = "devnet")]
+    let mut sim = Simulated { cfg, fixed_blocks, clock: clock.clone(), world: None };
+    let chain: Arc<dyn ChainSource> = match cfg.chain {
+        #[cfg(feature = "devnet")]
+        ChainProvider::Devnet(_) => sim.get()?.chain(),
+    };
+    let os: Arc<dyn OsRunner> = match cfg.os {
+        #[cfg(feature = "devnet")]
+        OsProvider::Devnet(_) => sim.get()?.os(),
+    };
+    let prover: Arc<dyn Prover> = match cfg.prover {
+        #[cfg(feature = "devnet")]
+        ProverProvider::Devnet(_) => sim.get()?.prover(),
+    };
+    let da: Arc<dyn Da> = match cfg.da {
+        #[cfg(feature = "devnet")]
+        DaProvider::Devnet(_) => sim.get()?.da(),
+    };
+    let settlement: Arc<dyn Settlement> = match cfg.settlement {
+        #[cfg(feature = "devnet")]
+        SettlementProvider::Devnet(_) => sim.get()?.settlement(),
+    };
     Ok(Ports {
         db: store.db,
         queue: store.queue,
         storage,
-        chain: devnet.chain(),
-        os: devnet.os(),
-        prover: devnet.prover(),
-        da: devnet.da(),
-        settlement: devnet.settlement(),
+        chain,
+        os,
+        prover,
+        da,
+        settlement,
+        alerts: open_alerts(cfg, clock.clone()),
         clock,
     })
 }
 
-/// The last block the settlement layer has applied (for `blocks status`), when the data dir
-/// has a devnet ledger. Read-only: a status command must not open the ledger for writing.
+/// The last block the settlement layer has applied (for `blocks status`), when it can be read
+/// without opening it for writing: a status command must not change anything.
 pub(crate) fn settlement_layer_through(cfg: &AppConfig) -> anyhow::Result<Option<u64>> {
-    if cfg.settlement.provider != "devnet" || !devnet_dir(cfg).is_dir() {
-        return Ok(None);
-    }
-    match orch_devnet::DevSettlement::read_ledger(devnet_dir(cfg)) {
-        Ok(view) => Ok(view.last_settled().map(|s| s.block)),
-        // No update applied yet: the ledger file is created by the first one.
-        Err(orch_core::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    match cfg.settlement {
+        #[cfg(feature = "devnet")]
+        SettlementProvider::Devnet(_) => {
+            if !cfg.devnet_dir().is_dir() {
+                return Ok(None);
+            }
+            match orch_devnet::DevSettlement::read_ledger(cfg.devnet_dir()) {
+                Ok(view) => Ok(view.last_settled().map(|s| s.block)),
+                // No update applied yet: the ledger file is created by the first one.
+                Err(orch_core::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
     }
 }

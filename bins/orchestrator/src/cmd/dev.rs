@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use orch_core::engine::{Engine, EngineConfig};
+use orch_core::engine::{EngineConfig, Roles};
 use orch_core::job::JobQuery;
 use orch_core::types::JobStatus;
 use serde::Serialize;
@@ -70,15 +70,9 @@ pub(crate) async fn dev(ctx: &Ctx, args: DevArgs) -> anyhow::Result<()> {
     let cfg = ctx.load(dev_engine_defaults())?;
     let ports = providers::open(&cfg, args.blocks, providers::StoreMode::Setup).await?;
     ports.db.migrate().await?;
-    let chain = cfg.chain_id()?;
+    let chain = cfg.chain_id.clone();
     let start_settled = ports.settlement.last_settled().await?.map(|s| s.block);
-    let mut builder = Engine::builder(chain.clone(), ports.db.clone(), ports.clock.clone())
-        .config(cfg.engine.clone())
-        .pipeline(ports.pipeline());
-    if let Some(q) = &ports.queue {
-        builder = builder.queue(q.clone());
-    }
-    let engine = builder.build()?;
+    let engine = ports.engine(&cfg, Roles::ALL)?;
     let target = args.blocks.map(|n| n - 1);
     let started = Instant::now();
 

@@ -76,7 +76,7 @@ fn row(j: &Job) -> Vec<String> {
 
 pub(crate) async fn jobs(ctx: &Ctx, cmd: JobsCmd) -> anyhow::Result<()> {
     let cfg = ctx.load(EngineConfig::default())?;
-    let chain = cfg.chain_id()?;
+    let chain = cfg.chain_id.clone();
     let db = providers::open_store(&cfg, providers::StoreMode::Existing).await?.db;
     match cmd {
         JobsCmd::List(a) => {

@@ -40,10 +40,28 @@ pub(crate) fn user(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(UserError(e.to_string()))
 }
 
-/// One line: the error and its causes.
+/// One line: the error and each of its causes once. Many errors print their source inside
+/// their own message as well as returning it from `source()`, so a cause already said (or a
+/// message that only repeats a later cause after its own context) is not said again.
 pub(crate) fn describe(e: &anyhow::Error) -> String {
-    let s = format!("{e:#}");
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let texts: Vec<String> =
+        e.chain().map(|c| c.to_string().split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let mut out = String::new();
+    for (i, text) in texts.iter().enumerate() {
+        let mut text = text.as_str();
+        // "context: <a later cause>": keep the context, the later cause comes on its own.
+        if let Some(inner) = texts[i + 1..].iter().find(|t| !t.is_empty() && text.ends_with(t.as_str())) {
+            text = text[..text.len() - inner.len()].trim_end_matches([' ', ':']);
+        }
+        if text.is_empty() || out.contains(text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(text);
+    }
+    out
 }
 
 /// 2 for bad input, 1 for everything else.
@@ -60,14 +78,10 @@ pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 impl Ctx {
-    /// Loads the config with `engine` as the engine defaults, applying `--data-dir`.
+    /// Loads and types the config with `engine` as the engine defaults, `--data-dir` on top.
     pub(crate) fn load(&self, engine: EngineConfig) -> anyhow::Result<AppConfig> {
-        let mut cfg = config::load(self.config.as_deref(), engine).map_err(user)?;
-        if let Some(d) = &self.data_dir {
-            cfg.data_dir = d.clone();
-        }
-        config::check_providers(&cfg).map_err(user)?;
-        Ok(cfg)
+        let sources = config::Sources { file: self.config.as_deref(), data_dir: self.data_dir.as_deref() };
+        config::load(&sources, engine).map_err(user)
     }
 }
 
@@ -82,77 +96,51 @@ pub(crate) async fn setup(ctx: &Ctx) -> anyhow::Result<()> {
     crate::output::line(format!(
         "setup complete: {} store, {} queue, {} storage",
         ports.db.backend(),
-        cfg.queue.provider,
+        cfg.queue.name(),
         ports.storage.backend()
     ));
     Ok(())
 }
 
 pub(crate) fn config_check(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
+    // Loading types every section: a provider not compiled in, a typo or a bad value fails here.
     let cfg = ctx.load(EngineConfig::default())?;
-    // Parse every provider's own options now, so a typo fails here and not at start.
-    check_sections(&cfg).map_err(user)?;
     if json {
-        output::json(&serde_json::json!({ "ok": true, "chain_id": cfg.chain_id }))
+        output::json(&serde_json::json!({
+            "ok": true,
+            "chain_id": cfg.chain_id,
+            "providers": {
+                "database": cfg.database.name(),
+                "queue": cfg.queue.name(),
+                "storage": cfg.storage.name(),
+                "chain": cfg.chain.name(),
+                "os": cfg.os.name(),
+                "prover": cfg.prover.name(),
+                "da": cfg.da.name(),
+                "settlement": cfg.settlement.name(),
+                "alerts": cfg.alerts.name(),
+            },
+            "compiled_in": config::sections::all_providers()
+                .filter(|p| p.compiled)
+                .map(|p| format!("{}.{}", p.section, p.name))
+                .collect::<Vec<_>>(),
+        }))
     } else {
         crate::output::line(format!(
             "config ok: chain {}, database {}, queue {}, storage {}, settlement {}",
-            cfg.chain_id, cfg.database.provider, cfg.queue.provider, cfg.storage.provider, cfg.settlement.provider
+            cfg.chain_id,
+            cfg.database.name(),
+            cfg.queue.name(),
+            cfg.storage.name(),
+            cfg.settlement.name()
         ));
         Ok(())
     }
 }
 
-fn check_sections(cfg: &AppConfig) -> anyhow::Result<()> {
-    #[cfg(feature = "sqlite")]
-    if cfg.database.provider == "sqlite" {
-        cfg.database.parse::<orch_sqlite::SqliteConfig>("database")?;
-    }
-    #[cfg(feature = "fs")]
-    if cfg.storage.provider == "fs" {
-        cfg.storage.parse::<orch_fs::FsConfig>("storage")?;
-    }
-    #[cfg(feature = "postgres")]
-    if cfg.database.provider == "postgres" {
-        cfg.database.parse::<orch_postgres::PostgresConfig>("database")?;
-    }
-    #[cfg(feature = "mongo")]
-    if cfg.database.provider == "mongo" {
-        cfg.database.parse::<orch_mongo::MongoConfig>("database")?;
-    }
-    #[cfg(feature = "redis")]
-    if cfg.queue.provider == "redis" {
-        cfg.queue.parse::<orch_redis::RedisConfig>("queue")?;
-    }
-    #[cfg(feature = "rabbit")]
-    if cfg.queue.provider == "rabbit" {
-        cfg.queue.parse::<orch_rabbit::RabbitConfig>("queue")?;
-    }
-    #[cfg(feature = "sqs")]
-    if cfg.queue.provider == "sqs" {
-        cfg.queue.parse::<orch_sqs::SqsConfig>("queue")?;
-    }
-    #[cfg(feature = "s3")]
-    if cfg.storage.provider == "s3" {
-        cfg.storage.parse::<orch_s3::S3Config>("storage")?;
-    }
-    #[cfg(feature = "devnet")]
-    {
-        let d = config::Section { provider: "devnet".into(), options: cfg.devnet.clone() };
-        d.parse::<orch_devnet::DevnetConfig>("devnet")?.validate()?;
-    }
-    for (name, s) in cfg.sections() {
-        if matches!(s.provider.as_str(), "devnet" | "none") && !s.options.is_empty() {
-            let keys: Vec<_> = s.options.keys().cloned().collect();
-            anyhow::bail!("invalid config at `{name}`: provider \"{}\" takes no options here (found {}); put devnet settings under [devnet]", s.provider, keys.join(", "));
-        }
-    }
-    Ok(())
-}
-
 pub(crate) fn config_show(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
     let cfg = ctx.load(EngineConfig::default())?;
-    let v = config::redacted_json(&cfg)?;
+    let v = config::shown(&cfg)?;
     if json {
         output::json(&v)
     } else {
@@ -177,7 +165,7 @@ pub(crate) struct BlocksStatus {
 
 pub(crate) async fn blocks_status(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
     let cfg = ctx.load(EngineConfig::default())?;
-    let chain = cfg.chain_id()?;
+    let chain = cfg.chain_id.clone();
     let store = providers::open_store(&cfg, providers::StoreMode::Existing).await?;
     let db = store.db;
     let mut jobs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
@@ -199,7 +187,7 @@ pub(crate) async fn blocks_status(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
         if lowest_unsettled == Some(0) { None } else { db.list_jobs(&done).await?.pop().map(|j| j.range().last()) };
     let settlement_layer_through = providers::settlement_layer_through(&cfg)?;
     let status = BlocksStatus {
-        chain_id: cfg.chain_id.clone(),
+        chain_id: cfg.chain_id.to_string(),
         settled_through,
         settlement_layer_through,
         lowest_unsettled,
@@ -223,4 +211,61 @@ pub(crate) async fn blocks_status(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
         .collect();
     output::table(&["KIND", "STATUS COUNTS"], &rows);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    /// An error that, like many drivers' errors, prints its source inside its own message and
+    /// also returns it from `source()`.
+    #[derive(Debug)]
+    struct Wraps(String, Option<Box<Wraps>>);
+
+    impl std::fmt::Display for Wraps {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match &self.1 {
+                Some(inner) if self.0.is_empty() => write!(f, "{inner}"),
+                Some(inner) => write!(f, "{}: {inner}", self.0),
+                None => f.write_str(&self.0),
+            }
+        }
+    }
+
+    impl std::error::Error for Wraps {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn wraps(text: &str, inner: Option<Wraps>) -> Wraps {
+        Wraps(text.into(), inner.map(Box::new))
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = wraps("Connection refused (os error 111)", None);
+        let driver = wraps("error communicating with database", Some(io));
+        let e = anyhow::Error::new(driver).context("cannot reach the database at 127.0.0.1:1");
+        let text = describe(&e);
+        assert_eq!(
+            text,
+            "cannot reach the database at 127.0.0.1:1: error communicating with database: Connection refused (os error 111)"
+        );
+        assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let inner = wraps("timed out", None);
+        let outer = wraps("", Some(inner));
+        let e = anyhow::Error::new(outer).context("store unavailable: timed out");
+        assert_eq!(describe(&e), "store unavailable: timed out");
+    }
+
+    #[test]
+    fn multi_line_messages_become_one_line() {
+        let e = anyhow::anyhow!("first line\n  second line");
+        assert_eq!(describe(&e), "first line second line");
+    }
 }

@@ -1,7 +1,7 @@
 //! `orchestrator run`: the service, in one of its scaling modes.
 
 use clap::{Args, ValueEnum};
-use orch_core::engine::{Engine, EngineConfig, Roles};
+use orch_core::engine::{EngineConfig, Roles};
 
 use super::{user, Ctx};
 use crate::providers;
@@ -38,14 +38,7 @@ pub(crate) async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let ports = providers::open(&cfg, None, providers::StoreMode::Run).await?;
-    let mut builder = Engine::builder(cfg.chain_id()?, ports.db.clone(), ports.clock.clone())
-        .config(cfg.engine.clone())
-        .roles(roles)
-        .pipeline(ports.pipeline());
-    if let Some(q) = &ports.queue {
-        builder = builder.queue(q.clone());
-    }
-    let engine = builder.build()?;
+    let engine = ports.engine(&cfg, roles)?;
     tracing::info!(target: "orch::run", worker = %engine.worker_id(), mode = ?args.mode, chain = %cfg.chain_id, "orchestrator running; Ctrl-C or SIGTERM to drain and stop");
     let handle = engine.start();
     shutdown_signal().await;

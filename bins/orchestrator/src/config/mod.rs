@@ -1,4 +1,13 @@
-//! `AppConfig`: built-in defaults < `orchestrator.toml` < `ORCH_*` environment < CLI flags.
+//! `AppConfig`: built-in defaults < `orchestrator.toml` < `ORCH_*` environment < CLI flags,
+//! merged by figment, then typed section by section.
+//!
+//! Loading has two steps. Figment merges the layers into a [`RawConfig`], whose provider
+//! sections are still maps; its errors name the key and the layer it came from. Then each
+//! section is typed ([`sections`]): the provider must be compiled into this binary and its
+//! options must parse into its adapter's config and pass its checks. Everything after
+//! [`load`] sees only the typed [`AppConfig`].
+
+pub(crate) mod sections;
 
 use std::path::{Path, PathBuf};
 
@@ -7,37 +16,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use orch_core::engine::EngineConfig;
 use orch_core::types::ChainId;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// A provider section: which provider, and its own options (checked by the provider's config
-/// type, which rejects unknown keys).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Section {
-    /// Provider name (`sqlite`, `postgres`, `fs`, `devnet`, …).
-    #[serde(alias = "layer")]
-    pub(crate) provider: String,
-    /// Everything else in the section.
-    #[serde(flatten)]
-    pub(crate) options: Map<String, Value>,
-}
-
-impl Section {
-    fn named(provider: &str) -> Section {
-        Section { provider: provider.into(), options: Map::new() }
-    }
-
-    /// The options as the provider's config type; errors name `section.key`.
-    pub(crate) fn parse<T: DeserializeOwned>(&self, section: &str) -> anyhow::Result<T> {
-        let v = Value::Object(self.options.clone());
-        serde_path_to_error::deserialize::<_, T>(v).map_err(|e| {
-            let path = e.path().to_string();
-            let at = if path == "." { section.to_string() } else { format!("{section}.{path}") };
-            anyhow::anyhow!("invalid config at `{at}`: {}", e.into_inner())
-        })
-    }
-}
+pub(crate) use self::sections::{
+    AlertsProvider, ChainProvider, DaProvider, DatabaseProvider, OsProvider, ProverProvider, QueueProvider,
+    RawSection, SettlementProvider, StorageProvider,
+};
 
 /// The HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,84 +38,167 @@ impl Default for ApiConfig {
     }
 }
 
-/// The whole configuration.
+/// The configuration as figment merges it: provider sections not yet typed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawConfig {
+    chain_id: String,
+    data_dir: PathBuf,
+    engine: EngineConfig,
+    database: RawSection,
+    queue: RawSection,
+    storage: RawSection,
+    chain: RawSection,
+    os: RawSection,
+    prover: RawSection,
+    da: RawSection,
+    settlement: RawSection,
+    alerts: RawSection,
+    #[serde(default)]
+    devnet: Map<String, Value>,
+    #[serde(default)]
+    api: ApiConfig,
+}
+
+impl RawConfig {
+    /// Built-in defaults: the embedded providers.
+    fn embedded(engine: EngineConfig) -> RawConfig {
+        RawConfig {
+            chain_id: "devnet".into(),
+            data_dir: PathBuf::from("data"),
+            engine,
+            database: RawSection::default(),
+            queue: RawSection::default(),
+            storage: RawSection::default(),
+            chain: RawSection::default(),
+            os: RawSection::default(),
+            prover: RawSection::default(),
+            da: RawSection::default(),
+            settlement: RawSection::default(),
+            alerts: RawSection::default(),
+            devnet: Map::new(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// The whole configuration, typed. Serializing it (`config show`) prints every secret as
+/// `<redacted>`: that is `Secret`'s own serialization.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct AppConfig {
     /// Tenant id: namespaces jobs, queues and artefacts (default `devnet`).
-    pub(crate) chain_id: String,
+    pub(crate) chain_id: ChainId,
     /// Where embedded providers keep their files (default `data`).
     pub(crate) data_dir: PathBuf,
     /// Engine tuning.
     pub(crate) engine: EngineConfig,
     /// Job store.
-    pub(crate) database: Section,
-    /// Wake-up queue (`provider = "none"` to rely on sweeping alone).
-    pub(crate) queue: Section,
+    pub(crate) database: DatabaseProvider,
+    /// Wake-up queue.
+    pub(crate) queue: QueueProvider,
     /// Artefacts.
-    pub(crate) storage: Section,
+    pub(crate) storage: StorageProvider,
     /// The L2 being settled.
-    pub(crate) chain: Section,
+    pub(crate) chain: ChainProvider,
     /// SNOS runner.
-    pub(crate) os: Section,
+    pub(crate) os: OsProvider,
     /// Prover.
-    pub(crate) prover: Section,
+    pub(crate) prover: ProverProvider,
     /// DA layer.
-    pub(crate) da: Section,
-    /// Settlement layer (`layer = "devnet" | "ethereum" | "starknet"`).
-    pub(crate) settlement: Section,
+    pub(crate) da: DaProvider,
+    /// Settlement layer.
+    pub(crate) settlement: SettlementProvider,
+    /// Where alerts go.
+    pub(crate) alerts: AlertsProvider,
     /// The simulated world, used by every `devnet` provider.
-    #[serde(default)]
-    pub(crate) devnet: Map<String, Value>,
+    #[cfg(feature = "devnet")]
+    pub(crate) devnet: orch_devnet::DevnetConfig,
     /// HTTP API.
-    #[serde(default)]
     pub(crate) api: ApiConfig,
 }
 
 impl AppConfig {
-    /// Defaults: the embedded providers.
-    pub(crate) fn embedded(engine: EngineConfig) -> AppConfig {
-        AppConfig {
-            chain_id: "devnet".into(),
-            data_dir: PathBuf::from("data"),
-            engine,
-            database: Section::named("sqlite"),
-            queue: Section::named("sqlite"),
-            storage: Section::named("fs"),
-            chain: Section::named("devnet"),
-            os: Section::named("devnet"),
-            prover: Section::named("devnet"),
-            da: Section::named("devnet"),
-            settlement: Section::named("devnet"),
-            devnet: Map::new(),
-            api: ApiConfig::default(),
+    /// Types every section of `raw`; the first error names its key.
+    #[allow(irrefutable_let_patterns)] // builds with a single storage provider
+    fn from_raw(raw: RawConfig) -> anyhow::Result<AppConfig> {
+        raw.engine.validate().map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+        let chain_id =
+            ChainId::new(&raw.chain_id).map_err(|e| anyhow::anyhow!("invalid config at `chain_id`: {e}"))?;
+        let mut cfg = AppConfig {
+            chain_id,
+            engine: raw.engine,
+            database: DatabaseProvider::from_raw(&raw.database)?,
+            queue: QueueProvider::from_raw(&raw.queue)?,
+            storage: StorageProvider::from_raw(&raw.storage)?,
+            chain: ChainProvider::from_raw(&raw.chain)?,
+            os: OsProvider::from_raw(&raw.os)?,
+            prover: ProverProvider::from_raw(&raw.prover)?,
+            da: DaProvider::from_raw(&raw.da)?,
+            settlement: SettlementProvider::from_raw(&raw.settlement)?,
+            alerts: AlertsProvider::from_raw(&raw.alerts)?,
+            #[cfg(feature = "devnet")]
+            devnet: {
+                let d: orch_devnet::DevnetConfig = sections::parse_options("devnet", &raw.devnet)?;
+                d.validate()?;
+                d
+            },
+            api: raw.api,
+            data_dir: raw.data_dir,
+        };
+        #[cfg(not(feature = "devnet"))]
+        if !raw.devnet.is_empty() {
+            bail!("[devnet] settings need the simulated world, which is not compiled into this binary: rebuild with `cargo build --release --features devnet`, or remove [devnet]");
         }
+        // The binary's own defaults for files: under the data dir, named for what they hold.
+        #[cfg(feature = "fs")]
+        if let StorageProvider::Fs(fc) = &mut cfg.storage {
+            if !raw.storage.options.contains_key("root") {
+                fc.root = PathBuf::from("artifacts");
+            }
+        }
+        cfg.resolve_paths();
+        Ok(cfg)
     }
 
-    pub(crate) fn chain_id(&self) -> anyhow::Result<ChainId> {
-        ChainId::new(&self.chain_id).map_err(|e| anyhow::anyhow!("invalid config at `chain_id`: {e}"))
+    /// Relative file paths of embedded providers live under the data dir.
+    #[allow(irrefutable_let_patterns)] // builds with a single database or storage provider
+    fn resolve_paths(&mut self) {
+        let under = |p: &mut PathBuf, dir: &Path| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        #[cfg(feature = "sqlite")]
+        if let DatabaseProvider::Sqlite(c) = &mut self.database {
+            under(&mut c.path, &self.data_dir);
+        }
+        #[cfg(feature = "fs")]
+        if let StorageProvider::Fs(c) = &mut self.storage {
+            under(&mut c.root, &self.data_dir);
+        }
+        let _ = under;
     }
 
-    /// Every section with its name, for checks that walk them all.
-    pub(crate) fn sections(&self) -> [(&'static str, &Section); 8] {
-        [
-            ("database", &self.database),
-            ("queue", &self.queue),
-            ("storage", &self.storage),
-            ("chain", &self.chain),
-            ("os", &self.os),
-            ("prover", &self.prover),
-            ("da", &self.da),
-            ("settlement", &self.settlement),
-        ]
+    /// The simulated world's files.
+    #[cfg(feature = "devnet")]
+    pub(crate) fn devnet_dir(&self) -> PathBuf {
+        self.data_dir.join("devnet")
     }
 }
 
-/// Loads the configuration. `file` given: it must exist. Not given: `./orchestrator.toml` is
-/// read when present.
-pub(crate) fn load(file: Option<&Path>, engine_defaults: EngineConfig) -> anyhow::Result<AppConfig> {
-    let mut fig = Figment::from(Serialized::defaults(AppConfig::embedded(engine_defaults)));
-    match file {
+/// Where the configuration comes from besides built-in defaults and the environment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sources<'a> {
+    /// `--config FILE`: must exist. `None`: `./orchestrator.toml` when present.
+    pub(crate) file: Option<&'a Path>,
+    /// `--data-dir DIR`: overrides `data_dir` from every other layer.
+    pub(crate) data_dir: Option<&'a Path>,
+}
+
+/// Loads and types the configuration.
+pub(crate) fn load(sources: &Sources<'_>, engine_defaults: EngineConfig) -> anyhow::Result<AppConfig> {
+    let mut fig = Figment::from(Serialized::defaults(RawConfig::embedded(engine_defaults)));
+    match sources.file {
         Some(f) => {
             if !f.exists() {
                 bail!("config file {} not found: check the path given to --config", f.display());
@@ -152,10 +220,11 @@ pub(crate) fn load(file: Option<&Path>, engine_defaults: EngineConfig) -> anyhow
         }
     }
     fig = fig.merge(Env::prefixed("ORCH_").split("__").map(|k| k.as_str().to_ascii_lowercase().into()));
-    let cfg: AppConfig = fig.extract().map_err(|e| anyhow::anyhow!("{}", describe_figment_error(e)))?;
-    cfg.engine.validate().map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
-    cfg.chain_id()?;
-    Ok(cfg)
+    if let Some(d) = sources.data_dir {
+        fig = fig.merge(Serialized::default("data_dir", d));
+    }
+    let raw: RawConfig = fig.extract().map_err(|e| anyhow::anyhow!("{}", describe_figment_error(e)))?;
+    AppConfig::from_raw(raw)
 }
 
 fn one_line(s: &str) -> String {
@@ -179,110 +248,98 @@ fn describe_figment_error(e: figment::Error) -> String {
     out.join("; ")
 }
 
-/// Keys whose values are redacted by `config show`, whatever the provider.
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["url", "password", "secret", "token", "api_key", "credentials", "private_key", "access_key"]
-        .iter()
-        .any(|s| k.contains(s))
-}
-
-fn redact(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m.iter_mut() {
-                if is_secret_key(k) && !v.is_object() {
-                    *v = Value::String("<redacted>".into());
-                } else {
-                    redact(v);
-                }
+/// The configuration as JSON for `config show`: secrets come out as `<redacted>` through
+/// `Secret`'s serialization; unset options are left out.
+pub(crate) fn shown(cfg: &AppConfig) -> anyhow::Result<Value> {
+    fn drop_nulls(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|_, v| !v.is_null());
+                m.values_mut().for_each(drop_nulls);
             }
+            Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+            _ => {}
         }
-        Value::Array(a) => a.iter_mut().for_each(redact),
-        _ => {}
     }
-}
-
-/// The configuration as JSON with every secret-looking value redacted.
-pub(crate) fn redacted_json(cfg: &AppConfig) -> anyhow::Result<Value> {
     let mut v = serde_json::to_value(cfg)?;
-    redact(&mut v);
+    drop_nulls(&mut v);
     Ok(v)
 }
 
-/// Which provider lives in which Cargo feature, and whether this binary has it.
-pub(crate) struct ProviderInfo {
-    pub(crate) section: &'static str,
-    pub(crate) name: &'static str,
-    /// Its Cargo feature; empty for providers orch does not ship yet.
-    pub(crate) feature: &'static str,
-    pub(crate) compiled: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(crate) fn providers() -> Vec<ProviderInfo> {
-    let p = |section, name, feature, compiled| ProviderInfo { section, name, feature, compiled };
-    let mut v = vec![
-        p("database", "sqlite", "sqlite", cfg!(feature = "sqlite")),
-        p("database", "postgres", "postgres", cfg!(feature = "postgres")),
-        p("database", "mongo", "mongo", cfg!(feature = "mongo")),
-        p("queue", "sqlite", "sqlite", cfg!(feature = "sqlite")),
-        p("queue", "none", "", true),
-        p("queue", "sqs", "sqs", cfg!(feature = "sqs")),
-        p("queue", "rabbit", "rabbit", cfg!(feature = "rabbit")),
-        p("queue", "kafka", "kafka", cfg!(feature = "kafka")),
-        p("queue", "redis", "redis", cfg!(feature = "redis")),
-        p("storage", "fs", "fs", cfg!(feature = "fs")),
-        p("storage", "s3", "s3", cfg!(feature = "s3")),
-        p("chain", "starknet", "", false),
-        p("prover", "atlantic", "", false),
-        p("da", "ethereum", "", false),
-        p("settlement", "ethereum", "", false),
-        p("settlement", "starknet", "", false),
-    ];
-    for s in ["chain", "os", "prover", "da", "settlement"] {
-        v.push(p(s, "devnet", "devnet", cfg!(feature = "devnet")));
+    fn load_toml(text: &str) -> anyhow::Result<AppConfig> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("o.toml");
+        std::fs::write(&f, text)?;
+        load(&Sources { file: Some(&f), data_dir: None }, EngineConfig::default())
     }
-    v
-}
 
-/// Fails when a section names an unknown provider or one not compiled into this binary.
-pub(crate) fn check_providers(cfg: &AppConfig) -> anyhow::Result<()> {
-    let all = providers();
-    for (section, s) in cfg.sections() {
-        let known: Vec<_> = all.iter().filter(|p| p.section == section).collect();
-        match known.iter().find(|p| p.name == s.provider) {
-            Some(p) if p.compiled => {}
-            Some(p) if p.feature.is_empty() => bail!(
-                "[{section}] provider \"{}\" is planned but not in this release of orch yet; available here: {}",
-                s.provider,
-                known.iter().filter(|p| p.compiled).map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ")
-            ),
-            Some(p) => bail!(
-                "[{section}] provider \"{}\" is not compiled into this binary: rebuild with `cargo build --release --features {}`",
-                s.provider,
-                p.feature
-            ),
-            None => {
-                let names: Vec<_> = known.iter().map(|p| format!("\"{}\"", p.name)).collect();
-                bail!("[{section}] unknown provider \"{}\": expected one of {}", s.provider, names.join(", "))
-            }
+    #[test]
+    #[allow(irrefutable_let_patterns)] // builds with a single database or storage provider
+    fn defaults_are_the_embedded_providers_under_the_data_dir() {
+        let cfg = load_toml("").unwrap();
+        assert_eq!(cfg.database.name(), "sqlite");
+        assert_eq!(cfg.queue.name(), "sqlite");
+        assert_eq!(cfg.storage.name(), "fs");
+        assert_eq!(cfg.settlement.name(), "devnet");
+        assert_eq!(cfg.alerts.name(), "log");
+        #[cfg(feature = "sqlite")]
+        if let DatabaseProvider::Sqlite(c) = &cfg.database {
+            assert_eq!(c.path, Path::new("data/orch.db"));
+        }
+        #[cfg(feature = "fs")]
+        if let StorageProvider::Fs(c) = &cfg.storage {
+            assert_eq!(c.root, Path::new("data/artifacts"));
         }
     }
-    Ok(())
-}
 
-/// Resolves a path option relative to the data dir when it is relative.
-pub(crate) fn under_data_dir(cfg: &AppConfig, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        cfg.data_dir.join(p)
+    #[test]
+    fn the_data_dir_flag_beats_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("o.toml");
+        std::fs::write(&f, "data_dir = \"from-file\"\n").unwrap();
+        let flag = dir.path().join("from-flag");
+        let cfg = load(&Sources { file: Some(&f), data_dir: Some(&flag) }, EngineConfig::default()).unwrap();
+        assert_eq!(cfg.data_dir, flag);
     }
-}
 
-/// Options of a section with a default filled in when absent.
-pub(crate) fn with_default(section: &Section, key: &str, value: Value) -> Section {
-    let mut s = section.clone();
-    s.options.entry(key.to_string()).or_insert(value);
-    s
+    #[test]
+    fn errors_name_the_section_and_key() {
+        let e = load_toml("[database]\nprovider = \"sqlite\"\npaht = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("database") && e.contains("paht"), "{e}");
+        let e = load_toml("[alerts]\nmax_per_window = 0\n").unwrap_err().to_string();
+        assert!(e.contains("alerts.max_per_window"), "{e}");
+        let e = load_toml("[queue]\nprovider = \"carrier-pigeon\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown provider \"carrier-pigeon\"") && e.contains("\"none\""), "{e}");
+        let e = load_toml("[chain]\nprovider = \"devnet\"\nblock_time = \"1s\"\n").unwrap_err().to_string();
+        assert!(e.contains("`chain`") && e.contains("block_time") && e.contains("[devnet]"), "{e}");
+        let e = load_toml("[settlement]\nlayer = \"starknet\"\n").unwrap_err().to_string();
+        assert!(e.contains("not in this release"), "{e}");
+        let e = load_toml("[settlement]\nlayer = \"devnet\"\nprovider = \"starknet\"\n").unwrap_err().to_string();
+        assert!(e.contains("disagree"), "{e}");
+        let e = load_toml("[queue]\nlayer = \"none\"\n").unwrap_err().to_string();
+        assert!(e.contains("queue.layer"), "{e}");
+    }
+
+    #[test]
+    fn every_provider_not_compiled_in_names_its_feature() {
+        for p in sections::all_providers().filter(|p| !p.compiled && !p.planned) {
+            let e = load_toml(&format!("[{}]\nprovider = \"{}\"\n", p.section, p.name)).unwrap_err().to_string();
+            let feature = p.feature.expect("a provider that can be missing has a feature");
+            assert!(e.contains(&format!("--features {feature}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn shown_config_is_the_typed_config_with_provider_tags() {
+        assert_eq!(load_toml("[settlement]\nlayer = \"devnet\"\n").unwrap().settlement.name(), "devnet");
+        let cfg = load_toml("[alerts]\nprovider = \"none\"\n").unwrap();
+        let v = shown(&cfg).unwrap();
+        assert_eq!(v["alerts"]["provider"], "none");
+        assert_eq!(v["database"]["provider"], "sqlite");
+        assert!(v["database"].get("path").is_some(), "{v}");
+    }
 }
