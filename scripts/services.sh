@@ -132,6 +132,46 @@ svc_kafka() {
   fi
 }
 
+# An Ethereum dev node with EIP-4844 blobs: anvil from npm, whose default hardfork has the Osaka
+# rules (EIP-7594 cell proofs). solc from npm comes along for scripts/build-contracts.sh. Both go
+# into a cache outside the clone; ORCH_ANVIL_BIN lets tests start private nodes (e.g. with
+# `--hardfork prague` for EIP-4844 blob proofs), ORCH_SOLCJS names the compiler.
+ORCH_ANVIL_VERSION=1.7.1
+ORCH_SOLC_VERSION=0.8.30
+svc_anvil() {
+  local npm_dir="$ORCH_CACHE/tools/npm"
+  local anvil="$npm_dir/node_modules/.bin/anvil" solcjs="$npm_dir/node_modules/.bin/solcjs"
+  if [ ! -x "$anvil" ] || [ ! -x "$solcjs" ]; then
+    command -v npm >/dev/null || svc_apt npm
+    command -v curl >/dev/null || svc_apt curl
+    mkdir -p "$npm_dir"
+    npm install --prefix "$npm_dir" --save-exact --no-audit --no-fund --silent \
+      "@foundry-rs/anvil-linux-amd64@$ORCH_ANVIL_VERSION" "solc@$ORCH_SOLC_VERSION" >&2
+  fi
+  if ! svc_listening 8545; then
+    svc_spawn anvil "$anvil" --host 127.0.0.1 --port 8545
+    svc_wait 8545 30 anvil
+  fi
+  # Listening is not answering: wait for the JSON-RPC to serve a request.
+  local ok=""
+  for _ in $(seq 1 120); do
+    if curl -sf -m 2 -H 'content-type: application/json' \
+      -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' http://127.0.0.1:8545 \
+      | grep -q '"result"'; then
+      ok=1
+      break
+    fi
+    sleep 0.25
+  done
+  if [ -z "$ok" ]; then
+    svc_log "anvil on 127.0.0.1:8545 does not answer eth_chainId (log: $ORCH_SERVICES_DIR/anvil.log)"
+    return 1
+  fi
+  export ORCH_TEST_ANVIL_URL="${ORCH_TEST_ANVIL_URL:-http://127.0.0.1:8545}"
+  export ORCH_ANVIL_BIN="${ORCH_ANVIL_BIN:-$anvil}"
+  export ORCH_SOLCJS="${ORCH_SOLCJS:-$solcjs}"
+}
+
 svc_stop() {
   local f pid
   for f in "$ORCH_SERVICES_DIR"/*.pid; do
@@ -151,8 +191,9 @@ else
   svc_moto
   svc_mongo
   svc_kafka
-  svc_log "postgres, redis, rabbitmq, moto (sqs+s3), mongo (secantus) ready"
+  svc_anvil
+  svc_log "postgres, redis, rabbitmq, moto (sqs+s3), mongo (secantus), kafka (tansu), anvil ready"
   if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-    env | grep '^ORCH_TEST_' | sed 's/^/export /'
+    env | grep -E '^ORCH_(TEST_|ANVIL_BIN|SOLCJS)' | sed 's/^/export /'
   fi
 fi

@@ -27,8 +27,14 @@ step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --locked --all-features -- -D warnings
 
+step "every provider feature set of the binary compiles"
+scripts/check-features.sh
+
 step "orch-core depends on no SDK"
 scripts/check-core-deps.sh
+
+step "committed contract artefacts reproduce (solc from npm)"
+scripts/build-contracts.sh --check
 
 step "cargo deny (licenses, bans, sources)"
 # Built once into a cache outside the clone (about 6 minutes cold on 2 cores). Advisories need
