@@ -10,6 +10,7 @@ use std::time::Duration;
 use orch_core::error::Error;
 use orch_core::queue::{OutMessage, Queue, Receipt};
 use orch_kafka::{KafkaConfig, KafkaQueue};
+use orch_testkit::fixtures::nack_past_max_deliveries;
 use orch_testkit::proxy::CutProxy;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -134,15 +135,7 @@ async fn foreign_record_is_dead_lettered_and_receive_keeps_going() {
 async fn message_nacked_past_max_deliveries_goes_to_the_dead_letter_topic() {
     let Some(brokers) = common::brokers() else { return };
     let q = queue(&brokers, |c| c.max_deliveries = 3).await;
-    q.send(vec![msg("poison")]).await.unwrap();
-    let mut attempts = Vec::new();
-    for _ in 0..3 {
-        let d = receive_n(&q, 1, VIS).await.remove(0);
-        assert_eq!(d.payload, b"poison");
-        attempts.push(d.attempt);
-        q.nack(&d.receipt, Duration::ZERO).await.unwrap();
-    }
-    assert_eq!(attempts, [1, 2, 3]);
+    nack_past_max_deliveries(&q, b"poison", 3, VIS).await;
     let dead = read_topic(&brokers, q.dead_letter_topic(), 1).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, b"poison");

@@ -10,26 +10,10 @@ use std::time::Duration;
 use mongodb::bson::{doc, Document};
 use orch_core::db::{Database, DatabaseExt};
 use orch_core::error::Error;
-use orch_core::job::{ClaimRequest, JobMeta, NewJob};
-use orch_core::types::{BlockRange, ChainId, JobId, JobKey, JobKind, ObjectKey, Timestamp, WorkerId};
+use orch_core::job::{ClaimRequest, NewJob};
+use orch_core::types::{JobKind, ObjectKey, Timestamp, WorkerId};
 use orch_mongo::{MongoConfig, MongoStore, SCHEMA_VERSION};
-
-const T0: Timestamp = Timestamp(1_700_000_000_000);
-
-fn chain() -> ChainId {
-    ChainId::new(format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..12])).unwrap()
-}
-
-fn new_job(chain: &ChainId, kind: JobKind, block: u64) -> NewJob {
-    NewJob {
-        id: JobId::random(),
-        key: JobKey { chain: chain.clone(), kind, range: BlockRange::single(block) },
-        max_attempts: 5,
-        next_run_at: T0,
-        deps: vec![],
-        meta: JobMeta::default(),
-    }
-}
+use orch_testkit::fixtures::{assert_claimed_once, fresh_chain, new_job, T0};
 
 /// A fresh database dropped when the test ends (also on panic, best effort).
 struct TempDb {
@@ -165,7 +149,7 @@ async fn two_stores_claiming_concurrently_never_share_a_job() {
         MongoStore::connect_and_migrate(tmp.config()).await.unwrap(),
         MongoStore::connect(tmp.config()).await.unwrap(),
     ];
-    let c = chain();
+    let c = fresh_chain();
     let n = 200u64;
     let jobs: Vec<NewJob> = (0..n).map(|b| new_job(&c, JobKind::SnosRun, b)).collect();
     let created = stores[0].create_jobs(jobs, T0).await.unwrap();
@@ -196,13 +180,7 @@ async fn two_stores_claiming_concurrently_never_share_a_job() {
             }
         }));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let unique: HashSet<_> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a job was claimed twice");
-    assert_eq!(all.len() as u64, n, "every job claimed exactly once");
+    assert_claimed_once(tasks, n).await;
     tmp.drop().await;
 }
 
@@ -211,7 +189,7 @@ async fn repeated_keys_in_one_batch_and_awkward_meta_round_trip() {
     let Some(url) = common::url() else { return };
     let tmp = TempDb::new(&url);
     let store = MongoStore::connect_and_migrate(tmp.config()).await.unwrap();
-    let c = chain();
+    let c = fresh_chain();
     let mut a = new_job(&c, JobKind::SnosRun, 1);
     // Map keys MongoDB field names could not hold.
     a.meta.extra.insert("$weird.key".into(), "v".into());

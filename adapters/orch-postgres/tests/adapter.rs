@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use orch_core::types::{
     BlockRange, ChainId, Epoch, JobId, JobKey, JobKind, JobStatus, Lease, Timestamp, Version, WorkerId,
 };
 use orch_postgres::{PostgresConfig, PostgresStore, SCHEMA_VERSION};
+use orch_testkit::fixtures::assert_claimed_once;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
@@ -147,13 +147,18 @@ async fn concurrent_migrations_from_several_stores_are_safe() {
         t.await.unwrap().expect("every concurrent migration succeeds");
     }
     let mut raw = common::raw(&s.url).await;
-    let v: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {}.schema_version", s.name)))
-        .fetch_one(&mut raw)
-        .await
-        .unwrap();
-    assert_eq!(v as u32, SCHEMA_VERSION);
+    assert_eq!(stored_version(&mut raw, &s.name).await, SCHEMA_VERSION);
     PostgresStore::connect(s.config()).await.unwrap();
     s.drop().await;
+}
+
+/// The schema version recorded in schema `name`.
+async fn stored_version(raw: &mut sqlx::PgConnection, name: &str) -> u32 {
+    let v: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {name}.schema_version")))
+        .fetch_one(raw)
+        .await
+        .unwrap();
+    v as u32
 }
 
 /// Names of the indexes on `jobs` in schema `name`.
@@ -261,11 +266,7 @@ async fn a_store_created_at_version_1_upgrades_and_keeps_its_jobs() {
     assert!(before.contains(&claimed));
 
     let new = PostgresStore::connect_and_migrate(s.config()).await.unwrap();
-    let v: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {}.schema_version", s.name)))
-        .fetch_one(&mut raw)
-        .await
-        .unwrap();
-    assert_eq!(v as u32, SCHEMA_VERSION);
+    assert_eq!(stored_version(&mut raw, &s.name).await, SCHEMA_VERSION);
     PostgresStore::connect(s.config()).await.unwrap();
     let indexes = job_indexes(&s.url, &s.name).await;
     for want in ["jobs_due", "jobs_key", "jobs_pkey", "jobs_stuck", "jobs_unsettled"] {
@@ -551,14 +552,8 @@ async fn eight_claimers_never_share_a_job() {
             })
         })
         .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
+    assert_claimed_once(tasks, n).await;
     let took = started.elapsed();
-    let unique: HashSet<_> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a job was claimed twice");
-    assert_eq!(all.len() as u64, n, "every job claimed once");
     println!("8 claimers took {n} jobs in {took:?} ({:.0} claims/s)", n as f64 / took.as_secs_f64());
     s.drop().await;
 }

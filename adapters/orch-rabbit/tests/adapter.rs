@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use orch_core::error::Error;
 use orch_core::queue::{OutMessage, Queue, Receipt};
 use orch_rabbit::{RabbitConfig, RabbitQueue};
+use orch_testkit::fixtures::nack_past_max_deliveries;
 use orch_testkit::proxy::CutProxy;
 
 fn msg(s: &str) -> OutMessage {
@@ -42,14 +43,7 @@ async fn dead_letters(q: &RabbitQueue, n: u32) -> u32 {
 async fn message_nacked_past_max_deliveries_goes_to_the_dead_letter_queue() {
     let Some(url) = common::url() else { return };
     let q = queue(&url, |c| c.max_deliveries = 3).await;
-    q.send(vec![msg("poison")]).await.unwrap();
-    let mut attempts = Vec::new();
-    for _ in 0..3 {
-        let d = q.receive(1, VIS, Duration::from_secs(3)).await.unwrap().remove(0);
-        attempts.push(d.attempt);
-        q.nack(&d.receipt, Duration::ZERO).await.unwrap();
-    }
-    assert_eq!(attempts, [1, 2, 3]);
+    nack_past_max_deliveries(&q, b"poison", 3, VIS).await;
     assert!(q.receive(1, VIS, Duration::from_millis(500)).await.unwrap().is_empty());
     assert_eq!(dead_letters(&q, 1).await, 1);
     q.teardown().await.unwrap();

@@ -62,11 +62,7 @@ async fn foreign_message_is_dead_lettered_with_a_warning_and_receive_goes_on() {
     wait_until(async || q.counts().await.unwrap().1 >= 1).await;
     assert_eq!(q.counts().await.unwrap(), (0, 1), "(main, dead-letter) ready counts");
 
-    let ours = format!("queue={}", q.name());
-    let warnings: Vec<_> = logs::captured()
-        .into_iter()
-        .filter(|l| l.level == tracing::Level::WARN && l.target == "orch::queue" && l.text.contains(&ours))
-        .collect();
+    let warnings = logs::queue_warnings(q.name());
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     let w = &warnings[0].text;
     assert!(w.starts_with("message moved to the dead-letter queue"), "{w}");

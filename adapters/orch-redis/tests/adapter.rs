@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use orch_core::error::Error;
 use orch_core::queue::{OutMessage, Queue, Receipt};
 use orch_redis::{RedisConfig, RedisQueue};
+use orch_testkit::fixtures::nack_past_max_deliveries;
 
 fn msg(s: &str) -> OutMessage {
     OutMessage { payload: s.as_bytes().to_vec(), delay: Duration::ZERO }
@@ -32,14 +33,7 @@ async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 async fn message_nacked_past_max_deliveries_goes_to_the_dead_letter_stream() {
     let Some(url) = common::url() else { return };
     let q = queue(&url, |c| c.max_deliveries = 3).await;
-    q.send(vec![msg("poison")]).await.unwrap();
-    let mut attempts = Vec::new();
-    for _ in 0..3 {
-        let d = q.receive(1, VIS, Duration::from_secs(2)).await.unwrap().remove(0);
-        attempts.push(d.attempt);
-        q.nack(&d.receipt, Duration::ZERO).await.unwrap();
-    }
-    assert_eq!(attempts, [1, 2, 3]);
+    nack_past_max_deliveries(&q, b"poison", 3, VIS).await;
     assert!(q.receive(1, VIS, Duration::from_millis(500)).await.unwrap().is_empty());
     assert_eq!(q.dead_letter_len().await.unwrap(), 1);
     assert_eq!(q.len().await.unwrap(), 0);

@@ -71,11 +71,7 @@ async fn foreign_entries_are_dead_lettered_with_a_warning_and_receive_goes_on() 
     assert_eq!(dead.ids[1].get::<String>("a").as_deref(), Some("-1"), "original fields are kept");
 
     // One warning per entry, naming the queue, the entry, the reason and where it went.
-    let ours = format!("queue={}", q.name());
-    let warnings: Vec<_> = logs::captured()
-        .into_iter()
-        .filter(|l| l.level == tracing::Level::WARN && l.target == "orch::queue" && l.text.contains(&ours))
-        .collect();
+    let warnings = logs::queue_warnings(q.name());
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     for (w, d) in warnings.iter().zip(&dead.ids) {
         assert!(w.text.starts_with("message moved to the dead-letter stream"), "{w:?}");

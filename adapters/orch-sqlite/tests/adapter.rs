@@ -1,34 +1,17 @@
 //! Behaviour specific to the SQLite adapter: several handles on one file, durability across
 //! reopen, migrations, and files it must refuse.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use orch_core::db::{Database, DatabaseExt};
 use orch_core::error::Error;
-use orch_core::job::{ClaimRequest, JobMeta, JobQuery, JobWrite, NewJob};
+use orch_core::job::{ClaimRequest, JobQuery, JobWrite};
 use orch_core::queue::{OutMessage, Queue};
-use orch_core::types::{BlockRange, ChainId, JobId, JobKey, JobKind, JobStatus, Timestamp, WorkerId};
+use orch_core::types::{ChainId, JobKind, JobStatus, Timestamp, WorkerId};
 use orch_sqlite::{SqliteConfig, SqliteStore, SCHEMA_VERSION};
-
-const T0: Timestamp = Timestamp(1_700_000_000_000);
-
-fn chain() -> ChainId {
-    ChainId::new(format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..12])).unwrap()
-}
-
-fn new_job(chain: &ChainId, kind: JobKind, block: u64) -> NewJob {
-    NewJob {
-        id: JobId::random(),
-        key: JobKey { chain: chain.clone(), kind, range: BlockRange::single(block) },
-        max_attempts: 5,
-        next_run_at: T0,
-        deps: vec![],
-        meta: JobMeta::default(),
-    }
-}
+use orch_testkit::fixtures::{assert_claimed_once, fresh_chain, new_job, T0};
 
 fn claim(chain: &ChainId, owner: &str, n: u32) -> ClaimRequest {
     ClaimRequest {
@@ -52,7 +35,7 @@ async fn two_handles_on_one_file_never_share_a_job() {
     let path = dir.path().join("shared.db");
     let a = SqliteStore::open_path(&path).await.unwrap();
     let b = SqliteStore::open_path(&path).await.unwrap();
-    let c = chain();
+    let c = fresh_chain();
     let jobs: Vec<_> =
         (0..300).flat_map(|i| [new_job(&c, JobKind::SnosRun, i), new_job(&c, JobKind::ProofCreation, i)]).collect();
     a.create_jobs(jobs, T0).await.unwrap();
@@ -85,20 +68,14 @@ async fn two_handles_on_one_file_never_share_a_job() {
             }
         }));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let unique: HashSet<_> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a job was claimed twice");
-    assert_eq!(all.len(), 600, "every job claimed once");
+    assert_claimed_once(tasks, 600).await;
 }
 
 #[tokio::test]
 async fn data_survives_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/orch.db");
-    let c = chain();
+    let c = fresh_chain();
     let id = {
         let s = SqliteStore::open_path(&path).await.unwrap();
         let created = s.create_job(new_job(&c, JobKind::SnosRun, 1), T0).await.unwrap();
@@ -159,7 +136,7 @@ async fn garbage_file_is_refused_naming_the_path() {
 async fn truncated_or_damaged_file_gives_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("damaged.db");
-    let c = chain();
+    let c = fresh_chain();
     {
         let s = SqliteStore::open_path(&path).await.unwrap();
         let jobs: Vec<_> = (0..2000).map(|i| new_job(&c, JobKind::SnosRun, i)).collect();
@@ -243,11 +220,11 @@ async fn a_lock_held_past_busy_timeout_is_retryable() {
     // Another "process" holds the write lock.
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let e = s.create_job(new_job(&chain(), JobKind::SnosRun, 1), T0).await.unwrap_err();
+    let e = s.create_job(new_job(&fresh_chain(), JobKind::SnosRun, 1), T0).await.unwrap_err();
     assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
     assert!(e.is_retryable());
     other.execute_batch("ROLLBACK").unwrap();
-    s.create_job(new_job(&chain(), JobKind::SnosRun, 1), T0).await.unwrap();
+    s.create_job(new_job(&fresh_chain(), JobKind::SnosRun, 1), T0).await.unwrap();
 }
 
 #[tokio::test]
@@ -285,7 +262,7 @@ async fn a_message_sent_by_another_handle_is_received_by_polling() {
 async fn history_of_a_claim_and_a_completion() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open_path(dir.path().join("h.db")).await.unwrap();
-    let c = chain();
+    let c = fresh_chain();
     s.create_job(new_job(&c, JobKind::SnosRun, 3), T0).await.unwrap();
     let j = s.claim_jobs(&claim(&c, "w", 5)).await.unwrap().remove(0);
     let mut done = j.clone();

@@ -12,7 +12,7 @@ use orch_core::queue::{OutMessage, Queue};
 use orch_sqs::{SqsConfig, SqsQueue, MAX_DELAY, MAX_PAYLOAD_BYTES};
 use orch_testkit::proxy::CutProxy;
 
-use common::{config, dead_letters, endpoint};
+use common::{config, dead_letters, endpoint, fresh_queue};
 
 fn msg(s: &str) -> OutMessage {
     OutMessage { payload: s.as_bytes().to_vec(), delay: Duration::ZERO }
@@ -29,16 +29,7 @@ async fn setup_is_idempotent_and_applies_a_changed_redrive_count() {
     q.setup().await.unwrap();
     let q = SqsQueue::connect(SqsConfig { max_receive_count: 4, ..cfg }).await.unwrap();
     q.setup().await.unwrap();
-    let attrs = q
-        .client()
-        .get_queue_attributes()
-        .queue_url(q.queue_url().await.unwrap())
-        .attribute_names(QueueAttributeName::RedrivePolicy)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap_or_default();
+    let attrs = common::attributes(&q, &q.queue_url().await.unwrap(), &[QueueAttributeName::RedrivePolicy]).await;
     let policy: serde_json::Value = serde_json::from_str(&attrs[&QueueAttributeName::RedrivePolicy]).unwrap();
     assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "4", "{policy}");
     let dlq = q.config().dlq_name();
@@ -48,8 +39,7 @@ async fn setup_is_idempotent_and_applies_a_changed_redrive_count() {
 #[tokio::test]
 async fn attempt_counts_deliveries() {
     let Some(ep) = endpoint() else { return };
-    let q = SqsQueue::connect(config(&ep)).await.unwrap();
-    q.setup().await.unwrap();
+    let q = fresh_queue(&ep).await;
     q.send(vec![msg("again")]).await.unwrap();
     let first = q.receive(1, VIS, Duration::from_secs(5)).await.unwrap();
     assert_eq!(first[0].attempt, 1);
@@ -87,8 +77,7 @@ async fn message_nacked_past_max_receive_count_lands_in_the_dlq() {
 #[tokio::test]
 async fn limits_are_refused_before_anything_is_sent() {
     let Some(ep) = endpoint() else { return };
-    let q = SqsQueue::connect(config(&ep)).await.unwrap();
-    q.setup().await.unwrap();
+    let q = fresh_queue(&ep).await;
     let late = OutMessage { payload: b"late".to_vec(), delay: MAX_DELAY + Duration::from_secs(1) };
     let e = q.send(vec![msg("fine"), late]).await.unwrap_err();
     assert!(matches!(e, Error::InvalidInput { .. }) && e.to_string().contains("900"), "{e}");
@@ -116,8 +105,7 @@ async fn limits_are_refused_before_anything_is_sent() {
 #[tokio::test]
 async fn stale_and_unknown_receipts_are_harmless() {
     let Some(ep) = endpoint() else { return };
-    let q = SqsQueue::connect(config(&ep)).await.unwrap();
-    q.setup().await.unwrap();
+    let q = fresh_queue(&ep).await;
     q.send(vec![msg("s")]).await.unwrap();
     let d = q.receive(1, VIS, Duration::from_secs(5)).await.unwrap().remove(0);
     q.ack(std::slice::from_ref(&d.receipt)).await.unwrap();

@@ -60,11 +60,7 @@ async fn foreign_bodies_are_dead_lettered_with_a_warning_and_receive_goes_on() {
     assert_eq!(counts(&q, &url).await, zero(), "(visible, in flight)");
 
     // One warning per foreign message, naming the queue and the reason.
-    let ours = format!("queue={}", cfg.queue);
-    let warnings: Vec<_> = logs::captured()
-        .into_iter()
-        .filter(|l| l.level == tracing::Level::WARN && l.target == "orch::queue" && l.text.contains(&ours))
-        .collect();
+    let warnings = logs::queue_warnings(&cfg.queue);
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     for w in &warnings {
         assert!(w.text.starts_with("malformed message moved to the dead-letter queue"), "{w:?}");

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::error::Result;
-use crate::forward::forward_port;
+use crate::forward::port;
 use crate::types::Timestamp;
 
 /// How bad.
@@ -37,19 +37,17 @@ pub struct Alert {
     pub details: String,
 }
 
-/// A notification sink.
-///
-/// # Contract
-/// `send` delivers or fails; it must not block the caller for long (adapters time out).
-#[async_trait]
-pub trait Alerts: Debug + Send + Sync + 'static {
-    /// Deliver one alert.
-    async fn send(&self, alert: Alert) -> Result<()>;
+port! {
+    /// A notification sink.
+    ///
+    /// # Contract
+    /// `send` delivers or fails; it must not block the caller for long (adapters time out).
+    #[async_trait]
+    pub trait Alerts: Debug + Send + Sync + 'static {
+        /// Deliver one alert.
+        async fn send(&self, alert: Alert) -> Result<()>;
+    }
 }
-
-forward_port!(Alerts {
-    async fn send(&self, alert: Alert) -> Result<()>;
-});
 
 /// Sends nothing; the default when no sink is configured.
 #[derive(Debug, Clone, Copy, Default)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::felt::Felt;
-use crate::forward::forward_port;
+use crate::forward::port;
 use crate::types::BlockNumber;
 
 /// One contract's storage writes in a block.
@@ -113,31 +113,26 @@ pub struct BlockInfo {
     pub starknet_version: Option<String>,
 }
 
-/// The L2 chain orch settles.
-///
-/// # Contract
-/// - `latest_block` returns the newest block that is final enough to orchestrate, or `None` for
-///   an empty chain. It never goes backwards between calls on the same source.
-/// - `block` and `state_update` for a block `<= latest_block` always succeed (or fail with a
-///   retryable error) and return the same value every time; for a block above it they return
-///   `NotFound`.
-/// - `state_update(n).old_root == state_update(n - 1).new_root` and
-///   `state_update(n).new_root == block(n).state_root`.
-#[async_trait]
-pub trait ChainSource: Debug + Send + Sync + 'static {
-    /// Newest orchestratable block.
-    async fn latest_block(&self) -> Result<Option<BlockNumber>>;
-    /// Header facts of one block.
-    async fn block(&self, number: BlockNumber) -> Result<BlockInfo>;
-    /// The state update of one block.
-    async fn state_update(&self, number: BlockNumber) -> Result<StateUpdate>;
-    /// A contract's nonce after `number` (the DA encoder's nonce oracle).
-    async fn nonce_at(&self, number: BlockNumber, contract: Felt) -> Result<Felt>;
+port! {
+    /// The L2 chain orch settles.
+    ///
+    /// # Contract
+    /// - `latest_block` returns the newest block that is final enough to orchestrate, or `None` for
+    ///   an empty chain. It never goes backwards between calls on the same source.
+    /// - `block` and `state_update` for a block `<= latest_block` always succeed (or fail with a
+    ///   retryable error) and return the same value every time; for a block above it they return
+    ///   `NotFound`.
+    /// - `state_update(n).old_root == state_update(n - 1).new_root` and
+    ///   `state_update(n).new_root == block(n).state_root`.
+    #[async_trait]
+    pub trait ChainSource: Debug + Send + Sync + 'static {
+        /// Newest orchestratable block.
+        async fn latest_block(&self) -> Result<Option<BlockNumber>>;
+        /// Header facts of one block.
+        async fn block(&self, number: BlockNumber) -> Result<BlockInfo>;
+        /// The state update of one block.
+        async fn state_update(&self, number: BlockNumber) -> Result<StateUpdate>;
+        /// A contract's nonce after `number` (the DA encoder's nonce oracle).
+        async fn nonce_at(&self, number: BlockNumber, contract: Felt) -> Result<Felt>;
+    }
 }
-
-forward_port!(ChainSource {
-    async fn latest_block(&self) -> Result<Option<BlockNumber>>;
-    async fn block(&self, number: BlockNumber) -> Result<BlockInfo>;
-    async fn state_update(&self, number: BlockNumber) -> Result<StateUpdate>;
-    async fn nonce_at(&self, number: BlockNumber, contract: Felt) -> Result<Felt>;
-});

@@ -3,21 +3,19 @@
 use std::fmt::Debug;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::forward::forward_port;
+use crate::forward::port;
 use crate::types::Timestamp;
 
-/// A source of the current time.
-///
-/// # Contract
-/// `now` never goes backwards between two calls on the same clock.
-pub trait Clock: Debug + Send + Sync + 'static {
-    /// Current time.
-    fn now(&self) -> Timestamp;
+port! {
+    /// A source of the current time.
+    ///
+    /// # Contract
+    /// `now` never goes backwards between two calls on the same clock.
+    pub trait Clock: Debug + Send + Sync + 'static {
+        /// Current time.
+        fn now(&self) -> Timestamp;
+    }
 }
-
-forward_port!(Clock {
-    fn now(&self) -> Timestamp;
-});
 
 /// Wall-clock time.
 #[derive(Debug, Clone, Copy, Default)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::StateUpdate;
 use crate::error::{Error, Result};
-use crate::forward::forward_port;
+use crate::forward::port;
 use crate::types::BlockRange;
 
 /// State updates to make available.
@@ -65,36 +65,31 @@ pub enum DaStatus {
     },
 }
 
-/// A data-availability layer.
-///
-/// # Contract
-/// 1. `publish` with a dedup key already published returns the same reference and publishes
-///    nothing new. Data larger than one submission is split, never truncated.
-/// 2. `verify` of a reference moves only forward (`Pending` → `Included` | `Failed`).
-/// 3. `encode` is deterministic and has no effect: the same request gives the same payload, and
-///    it is exactly what `publish` of that request makes available. A layer without a payload
-///    of its own answers `Unsupported` (the default).
-#[async_trait]
-pub trait Da: Debug + Send + Sync + 'static {
-    /// Largest payload of one submission, in bytes.
-    fn max_bytes_per_submission(&self) -> usize;
-    /// The layer's encoding of `req` (blobs and the like), which the engine stores as the DA
-    /// job's artefacts before it publishes — so that a settlement which must carry the same
-    /// data (Ethereum's KZG DA puts the blobs in the state-update transaction) reads exactly
-    /// what was published. No effect; `Unsupported` by default.
-    async fn encode(&self, req: &DaRequest) -> Result<DaPayload> {
-        let _ = req;
-        Err(Error::unsupported("Da::encode", std::any::type_name::<Self>()))
+port! {
+    /// A data-availability layer.
+    ///
+    /// # Contract
+    /// 1. `publish` with a dedup key already published returns the same reference and publishes
+    ///    nothing new. Data larger than one submission is split, never truncated.
+    /// 2. `verify` of a reference moves only forward (`Pending` → `Included` | `Failed`).
+    /// 3. `encode` is deterministic and has no effect: the same request gives the same payload, and
+    ///    it is exactly what `publish` of that request makes available. A layer without a payload
+    ///    of its own answers `Unsupported` (the default).
+    #[async_trait]
+    pub trait Da: Debug + Send + Sync + 'static {
+        /// Largest payload of one submission, in bytes.
+        fn max_bytes_per_submission(&self) -> usize;
+        /// The layer's encoding of `req` (blobs and the like), which the engine stores as the DA
+        /// job's artefacts before it publishes — so that a settlement which must carry the same
+        /// data (Ethereum's KZG DA puts the blobs in the state-update transaction) reads exactly
+        /// what was published. No effect; `Unsupported` by default.
+        async fn encode(&self, req: &DaRequest) -> Result<DaPayload> {
+            let _ = req;
+            Err(Error::unsupported("Da::encode", std::any::type_name::<Self>()))
+        }
+        /// Publish (idempotent on `dedup_key`).
+        async fn publish(&self, req: DaRequest) -> Result<DaReference>;
+        /// Check inclusion.
+        async fn verify(&self, reference: &DaReference) -> Result<DaStatus>;
     }
-    /// Publish (idempotent on `dedup_key`).
-    async fn publish(&self, req: DaRequest) -> Result<DaReference>;
-    /// Check inclusion.
-    async fn verify(&self, reference: &DaReference) -> Result<DaStatus>;
 }
-
-forward_port!(Da {
-    fn max_bytes_per_submission(&self) -> usize;
-    async fn encode(&self, req: &DaRequest) -> Result<DaPayload>;
-    async fn publish(&self, req: DaRequest) -> Result<DaReference>;
-    async fn verify(&self, reference: &DaReference) -> Result<DaStatus>;
-});

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::forward::forward_port;
+use crate::forward::port;
 use crate::job::Transition;
 use crate::types::{JobId, JobKey};
 
@@ -20,22 +20,19 @@ pub struct JobEvent {
     pub transition: Transition,
 }
 
-/// Publishes job events.
-///
-/// # Contract
-/// `publish` never blocks and never fails the engine: a slow or absent subscriber loses events
-/// (and should resynchronise from the Database), the engine does not wait.
-pub trait EventBus: Debug + Send + Sync + 'static {
-    /// Whether anyone listens now; the engine skips building events when not.
-    fn is_active(&self) -> bool;
-    /// Hand an event to subscribers.
-    fn publish(&self, event: JobEvent);
+port! {
+    /// Publishes job events.
+    ///
+    /// # Contract
+    /// `publish` never blocks and never fails the engine: a slow or absent subscriber loses events
+    /// (and should resynchronise from the Database), the engine does not wait.
+    pub trait EventBus: Debug + Send + Sync + 'static {
+        /// Whether anyone listens now; the engine skips building events when not.
+        fn is_active(&self) -> bool;
+        /// Hand an event to subscribers.
+        fn publish(&self, event: JobEvent);
+    }
 }
-
-forward_port!(EventBus {
-    fn is_active(&self) -> bool;
-    fn publish(&self, event: JobEvent);
-});
 
 /// In-process fan-out on a bounded broadcast channel; lagging receivers skip ahead.
 #[derive(Debug, Clone)]

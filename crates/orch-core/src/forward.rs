@@ -1,44 +1,90 @@
 //! Ports through pointers: every port is implemented for `Arc<T>`, `Box<T>` and `&'static T`
 //! (`T: ?Sized`, so `Arc<dyn Database>` is a `Database`), and all of these impls are written
-//! one way, by [`forward_port!`] next to the trait:
+//! one way, by [`port!`], which takes the trait definition itself:
 //!
 //! ```ignore
-//! forward_port!(Storage {
-//!     fn backend(&self) -> &'static str;
-//!     async fn put(&self, key: &ObjectKey, data: Vec<u8>) -> Result<ObjectMeta>;
-//!     // … every method of the trait, sync ones first
-//! });
+//! port! {
+//!     /// Object storage.
+//!     #[async_trait]
+//!     pub trait Storage: Debug + Send + Sync + 'static {
+//!         /// Backend name.
+//!         fn backend(&self) -> &'static str;
+//!         /// Store bytes.
+//!         async fn put(&self, key: &ObjectKey, data: Vec<u8>) -> Result<ObjectMeta>;
+//!         // … sync and async methods in any order, with or without a default body
+//!     }
+//! }
 //! ```
 //!
-//! Each emitted impl forwards every listed method to `T` and carries
-//! `#[deny(clippy::missing_trait_methods)]`: a method added to the trait but not to the list
-//! fails to compile (required) or fails clippy (provided), rather than a pointer silently
-//! running a default body instead of `T`'s override.
+//! The trait is emitted as written (docs and attributes included), followed by one impl per
+//! pointer that forwards every method to `T`. The signatures are written once, so a method
+//! added to the trait is forwarded without further edits; each impl also carries
+//! `#[deny(clippy::missing_trait_methods)]`, so a pointer never silently runs a default body
+//! instead of `T`'s override.
+//!
+//! Supertraits are single tokens joined by `+` (`Debug + Send + Sync + 'static`); methods take
+//! `&self` and plain `name: Type` arguments.
 //!
 //! The reference impl is for `&'static T` only: the ports are `'static` (the engine moves them
 //! into spawned tasks), so a shorter-lived reference cannot be one.
 
-/// Emits the `Arc<T>`, `Box<T>` and `&'static T` impls of a port; see the [module](self).
-macro_rules! forward_port {
-    ($port:ident { $($methods:tt)* }) => {
-        $crate::forward::forward_port!(@impl $port, ::std::sync::Arc<T>, { $($methods)* });
-        $crate::forward::forward_port!(@impl $port, ::std::boxed::Box<T>, { $($methods)* });
-        $crate::forward::forward_port!(@impl $port, &'static T, { $($methods)* });
+/// Defines a port trait and its `Arc<T>`, `Box<T>` and `&'static T` impls; see the
+/// [module](self).
+macro_rules! port {
+    (
+        $(#[$attr:meta])*
+        $vis:vis trait $port:ident: $bound:tt $(+ $bounds:tt)* { $($items:tt)* }
+    ) => {
+        $(#[$attr])*
+        $vis trait $port: $bound $(+ $bounds)* { $($items)* }
+
+        $crate::forward::port!(@forward $port [] $($items)*);
     };
-    (@impl $port:ident, $ptr:ty, {
-        $( fn $f:ident(&self $(, $fa:ident: $ft:ty)* $(,)?) $(-> $fr:ty)?; )*
-        $( async fn $af:ident(&self $(, $aa:ident: $at:ty)* $(,)?) $(-> $ar:ty)?; )*
-    }) => {
+    // One method at a time: docs dropped, a default body dropped (the pointee's own method,
+    // default or override, is what runs), the forwarding body collected.
+    (@forward $port:ident [$($done:tt)*]
+        $(#[$m:meta])* async fn $f:ident(&self $(, $a:ident: $t:ty)* $(,)?) $(-> $r:ty)? $default:block
+        $($rest:tt)*
+    ) => {
+        $crate::forward::port!(@forward $port [$($done)*] async fn $f(&self $(, $a: $t)*) $(-> $r)?; $($rest)*);
+    };
+    (@forward $port:ident [$($done:tt)*]
+        $(#[$m:meta])* fn $f:ident(&self $(, $a:ident: $t:ty)* $(,)?) $(-> $r:ty)? $default:block
+        $($rest:tt)*
+    ) => {
+        $crate::forward::port!(@forward $port [$($done)*] fn $f(&self $(, $a: $t)*) $(-> $r)?; $($rest)*);
+    };
+    (@forward $port:ident [$($done:tt)*]
+        $(#[$m:meta])* async fn $f:ident(&self $(, $a:ident: $t:ty)* $(,)?) $(-> $r:ty)?;
+        $($rest:tt)*
+    ) => {
+        $crate::forward::port!(@forward $port [$($done)*
+            async fn $f(&self $(, $a: $t)*) $(-> $r)? { (**self).$f($($a),*).await }
+        ] $($rest)*);
+    };
+    (@forward $port:ident [$($done:tt)*]
+        $(#[$m:meta])* fn $f:ident(&self $(, $a:ident: $t:ty)* $(,)?) $(-> $r:ty)?;
+        $($rest:tt)*
+    ) => {
+        $crate::forward::port!(@forward $port [$($done)*
+            fn $f(&self $(, $a: $t)*) $(-> $r)? { (**self).$f($($a),*) }
+        ] $($rest)*);
+    };
+    (@forward $port:ident [$($done:tt)*]) => {
+        $crate::forward::port!(@impl $port, ::std::sync::Arc<T>, $($done)*);
+        $crate::forward::port!(@impl $port, ::std::boxed::Box<T>, $($done)*);
+        $crate::forward::port!(@impl $port, &'static T, $($done)*);
+    };
+    (@impl $port:ident, $ptr:ty, $($methods:tt)*) => {
         #[::async_trait::async_trait]
         #[deny(clippy::missing_trait_methods)]
         impl<T: $port + ?Sized> $port for $ptr {
-            $( fn $f(&self $(, $fa: $ft)*) $(-> $fr)? { (**self).$f($($fa),*) } )*
-            $( async fn $af(&self $(, $aa: $at)*) $(-> $ar)? { (**self).$af($($aa),*).await } )*
+            $($methods)*
         }
     };
 }
 
-pub(crate) use forward_port;
+pub(crate) use port;
 
 #[cfg(test)]
 mod tests {

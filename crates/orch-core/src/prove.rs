@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::felt::Felt;
-use crate::forward::forward_port;
+use crate::forward::port;
 use crate::types::{BlockRange, ChainId};
 
 /// What a Starknet OS run produces.
@@ -19,20 +19,18 @@ pub struct OsOutput {
     pub pie: Vec<u8>,
 }
 
-/// Runs the Starknet OS (SNOS) over blocks.
-///
-/// # Contract
-/// `run` is deterministic: the same range gives the same output; it has no external side effect,
-/// so the engine may repeat it freely. A range beyond the chain head is `NotFound`.
-#[async_trait]
-pub trait OsRunner: Debug + Send + Sync + 'static {
-    /// Run the OS over `range` of `chain`.
-    async fn run(&self, chain: &ChainId, range: BlockRange) -> Result<OsOutput>;
+port! {
+    /// Runs the Starknet OS (SNOS) over blocks.
+    ///
+    /// # Contract
+    /// `run` is deterministic: the same range gives the same output; it has no external side effect,
+    /// so the engine may repeat it freely. A range beyond the chain head is `NotFound`.
+    #[async_trait]
+    pub trait OsRunner: Debug + Send + Sync + 'static {
+        /// Run the OS over `range` of `chain`.
+        async fn run(&self, chain: &ChainId, range: BlockRange) -> Result<OsOutput>;
+    }
 }
-
-forward_port!(OsRunner {
-    async fn run(&self, chain: &ChainId, range: BlockRange) -> Result<OsOutput>;
-});
 
 /// A proving job as the prover sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,22 +65,19 @@ pub enum ProofStatus {
     },
 }
 
-/// A proving service.
-///
-/// # Contract
-/// 1. `submit` with a dedup key already submitted returns the same task id and starts no new
-///    work.
-/// 2. `status` of a known task moves only forward: `Pending` → `Succeeded` | `Failed`, and then
-///    never changes. An unknown task id is `NotFound`.
-#[async_trait]
-pub trait Prover: Debug + Send + Sync + 'static {
-    /// Submit (idempotent on `dedup_key`).
-    async fn submit(&self, req: ProofRequest) -> Result<TaskId>;
-    /// Poll a task.
-    async fn status(&self, task: &TaskId) -> Result<ProofStatus>;
+port! {
+    /// A proving service.
+    ///
+    /// # Contract
+    /// 1. `submit` with a dedup key already submitted returns the same task id and starts no new
+    ///    work.
+    /// 2. `status` of a known task moves only forward: `Pending` → `Succeeded` | `Failed`, and then
+    ///    never changes. An unknown task id is `NotFound`.
+    #[async_trait]
+    pub trait Prover: Debug + Send + Sync + 'static {
+        /// Submit (idempotent on `dedup_key`).
+        async fn submit(&self, req: ProofRequest) -> Result<TaskId>;
+        /// Poll a task.
+        async fn status(&self, task: &TaskId) -> Result<ProofStatus>;
+    }
 }
-
-forward_port!(Prover {
-    async fn submit(&self, req: ProofRequest) -> Result<TaskId>;
-    async fn status(&self, task: &TaskId) -> Result<ProofStatus>;
-});

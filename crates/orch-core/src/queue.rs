@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::forward::forward_port;
+use crate::forward::port;
 use crate::types::{Epoch, JobId, JobKind};
 
 /// What a queue can do natively.
@@ -47,48 +47,40 @@ pub struct Delivery {
     pub attempt: u32,
 }
 
-/// A queue.
-///
-/// # Contract
-/// 1. `send` enqueues every message; a message is not delivered before its `delay` has passed.
-/// 2. `receive` returns up to `max` messages, waiting at most `wait` for the first. A received
-///    message is invisible to other receivers for `visibility`; if it is neither acked nor
-///    nacked by then it is delivered again (at-least-once).
-/// 3. `ack` removes a message for good; acking an unknown or already-acked receipt is not an
-///    error. A receipt is valid until its message is acked, nacked or delivered again; a stale
-///    receipt acks nothing.
-/// 4. `nack` makes the message deliverable again after `delay`, with `attempt + 1`; where
-///    [`QueueCapabilities::dead_letter`] is set, the backend may move it to its DLQ instead
-///    after its configured redrive count.
-/// 5. Payloads are opaque bytes, returned unchanged. Delivery may duplicate or reorder
-///    messages unless [`QueueCapabilities::fifo`] says otherwise.
-#[async_trait]
-pub trait Queue: Debug + Send + Sync + 'static {
-    /// Backend name.
-    fn backend(&self) -> &'static str;
-    /// What it supports.
-    fn capabilities(&self) -> QueueCapabilities;
-    /// Creates the queue (and its DLQ, topics, …) if missing; idempotent.
-    async fn setup(&self) -> Result<()>;
-    /// Enqueue messages.
-    async fn send(&self, messages: Vec<OutMessage>) -> Result<()>;
-    /// Receive up to `max` messages.
-    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>>;
-    /// Remove delivered messages.
-    async fn ack(&self, receipts: &[Receipt]) -> Result<()>;
-    /// Return a delivered message for redelivery after `delay`.
-    async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()>;
+port! {
+    /// A queue.
+    ///
+    /// # Contract
+    /// 1. `send` enqueues every message; a message is not delivered before its `delay` has passed.
+    /// 2. `receive` returns up to `max` messages, waiting at most `wait` for the first. A received
+    ///    message is invisible to other receivers for `visibility`; if it is neither acked nor
+    ///    nacked by then it is delivered again (at-least-once).
+    /// 3. `ack` removes a message for good; acking an unknown or already-acked receipt is not an
+    ///    error. A receipt is valid until its message is acked, nacked or delivered again; a stale
+    ///    receipt acks nothing.
+    /// 4. `nack` makes the message deliverable again after `delay`, with `attempt + 1`; where
+    ///    [`QueueCapabilities::dead_letter`] is set, the backend may move it to its DLQ instead
+    ///    after its configured redrive count.
+    /// 5. Payloads are opaque bytes, returned unchanged. Delivery may duplicate or reorder
+    ///    messages unless [`QueueCapabilities::fifo`] says otherwise.
+    #[async_trait]
+    pub trait Queue: Debug + Send + Sync + 'static {
+        /// Backend name.
+        fn backend(&self) -> &'static str;
+        /// What it supports.
+        fn capabilities(&self) -> QueueCapabilities;
+        /// Creates the queue (and its DLQ, topics, …) if missing; idempotent.
+        async fn setup(&self) -> Result<()>;
+        /// Enqueue messages.
+        async fn send(&self, messages: Vec<OutMessage>) -> Result<()>;
+        /// Receive up to `max` messages.
+        async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>>;
+        /// Remove delivered messages.
+        async fn ack(&self, receipts: &[Receipt]) -> Result<()>;
+        /// Return a delivered message for redelivery after `delay`.
+        async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()>;
+    }
 }
-
-forward_port!(Queue {
-    fn backend(&self) -> &'static str;
-    fn capabilities(&self) -> QueueCapabilities;
-    async fn setup(&self) -> Result<()>;
-    async fn send(&self, messages: Vec<OutMessage>) -> Result<()>;
-    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Delivery>>;
-    async fn ack(&self, receipts: &[Receipt]) -> Result<()>;
-    async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()>;
-});
 
 /// The message orch puts on its queue: "job `job_id` may be due at `epoch`".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::da::DaReference;
 use crate::error::Result;
 use crate::felt::Felt;
-use crate::forward::forward_port;
+use crate::forward::port;
 use crate::types::{BlockNumber, BlockRange, TxHash};
 
 /// What settlement knows as applied.
@@ -78,34 +78,28 @@ pub enum TxStatus {
     },
 }
 
-/// The settlement layer.
-///
-/// # Contract
-/// 1. `last_settled` is `None` before any update; it only moves forward.
-/// 2. `submit_state_update` applies updates strictly in order: one whose `range.first()` is not
-///    `last_settled + 1`, or whose `prev_root` is not the settled root, is `Rejected`. Submitting
-///    the same `dedup_key` again returns the same tx hash and applies nothing.
-/// 3. `register_proof` is `Unsupported` unless `requires_proof_registration`; when supported it
-///    is idempotent on `dedup_key`.
-/// 4. `tx_status` of a hash it returned moves only forward.
-#[async_trait]
-pub trait Settlement: Debug + Send + Sync + 'static {
-    /// Capabilities.
-    fn capabilities(&self) -> SettlementCapabilities;
-    /// Last applied block and root.
-    async fn last_settled(&self) -> Result<Option<SettledState>>;
-    /// Register a proof (L3).
-    async fn register_proof(&self, req: ProofRegistrationRequest) -> Result<TxHash>;
-    /// Submit a state update.
-    async fn submit_state_update(&self, req: StateUpdateRequest) -> Result<TxHash>;
-    /// A transaction's status.
-    async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus>;
+port! {
+    /// The settlement layer.
+    ///
+    /// # Contract
+    /// 1. `last_settled` is `None` before any update; it only moves forward.
+    /// 2. `submit_state_update` applies updates strictly in order: one whose `range.first()` is not
+    ///    `last_settled + 1`, or whose `prev_root` is not the settled root, is `Rejected`. Submitting
+    ///    the same `dedup_key` again returns the same tx hash and applies nothing.
+    /// 3. `register_proof` is `Unsupported` unless `requires_proof_registration`; when supported it
+    ///    is idempotent on `dedup_key`.
+    /// 4. `tx_status` of a hash it returned moves only forward.
+    #[async_trait]
+    pub trait Settlement: Debug + Send + Sync + 'static {
+        /// Capabilities.
+        fn capabilities(&self) -> SettlementCapabilities;
+        /// Last applied block and root.
+        async fn last_settled(&self) -> Result<Option<SettledState>>;
+        /// Register a proof (L3).
+        async fn register_proof(&self, req: ProofRegistrationRequest) -> Result<TxHash>;
+        /// Submit a state update.
+        async fn submit_state_update(&self, req: StateUpdateRequest) -> Result<TxHash>;
+        /// A transaction's status.
+        async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus>;
+    }
 }
-
-forward_port!(Settlement {
-    fn capabilities(&self) -> SettlementCapabilities;
-    async fn last_settled(&self) -> Result<Option<SettledState>>;
-    async fn register_proof(&self, req: ProofRegistrationRequest) -> Result<TxHash>;
-    async fn submit_state_update(&self, req: StateUpdateRequest) -> Result<TxHash>;
-    async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus>;
-});

@@ -7,6 +7,7 @@
 // criterion's macros generate undocumented public functions.
 #![allow(missing_docs)]
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use orch_core::engine::{Engine, EngineConfig, Roles};
 use orch_core::types::{ChainId, JobKind, Timestamp};
 use orch_testkit::mem::MemDatabase;
 use orch_testkit::noop::{noop_jobs, NoopHandler};
+use tokio::runtime::Runtime;
 
 const JOBS: u64 = 20_000;
 
@@ -84,33 +86,26 @@ async fn mpsc_run(n: u64) -> Duration {
     start.elapsed()
 }
 
+/// Runs `run` `iters` times on `rt` and adds up the times it reports.
+fn total<F: Future<Output = Duration>>(rt: &Runtime, iters: u64, run: impl Fn() -> F) -> Duration {
+    rt.block_on(async {
+        let mut t = Duration::ZERO;
+        for _ in 0..iters {
+            t += run().await;
+        }
+        t
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut g = c.benchmark_group("noop_lifecycle");
     g.throughput(Throughput::Elements(JOBS));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(10));
-    g.bench_function("engine_mem_8_workers", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut t = Duration::ZERO;
-                for _ in 0..iters {
-                    t += engine_run(JOBS).await;
-                }
-                t
-            })
-        })
-    });
+    g.bench_function("engine_mem_8_workers", |b| b.iter_custom(|iters| total(&rt, iters, || engine_run(JOBS))));
     g.bench_function("baseline_tokio_mpsc_8_consumers", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut t = Duration::ZERO;
-                for _ in 0..iters {
-                    t += mpsc_run(JOBS).await;
-                }
-                t
-            })
-        })
+        b.iter_custom(|iters| total(&rt, iters, || mpsc_run(JOBS)))
     });
     g.finish();
 }

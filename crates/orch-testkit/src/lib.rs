@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod faults;
+pub mod fixtures;
 pub mod logs;
 pub mod mem;
 pub mod noop;

@@ -102,3 +102,13 @@ pub fn install() {
 pub fn captured() -> Vec<Line> {
     lines().lock().map(|l| l.clone()).unwrap_or_default()
 }
+
+/// The warnings a queue adapter logged (target `orch::queue`) about the queue named `queue`,
+/// told apart from other tests' queues by their `queue=` field.
+pub fn queue_warnings(queue: &str) -> Vec<Line> {
+    let ours = format!("queue={queue}");
+    captured()
+        .into_iter()
+        .filter(|l| l.level == Level::WARN && l.target == "orch::queue" && l.text.contains(&ours))
+        .collect()
+}

@@ -2,9 +2,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use orch_core::queue::Queue;
 use orch_core::secret::Secret;
 use orch_sqs::{SqsConfig, SqsQueue};
 
@@ -23,6 +25,13 @@ pub fn config(endpoint: &str) -> SqsConfig {
         secret_access_key: Some(Secret::new("test".into())),
         ..SqsConfig::new(format!("orch-test-{}", uuid::Uuid::new_v4().simple()))
     }
+}
+
+/// A fresh queue at `endpoint` (see [`config`]), set up.
+pub async fn fresh_queue(endpoint: &str) -> SqsQueue {
+    let q = SqsQueue::connect(config(endpoint)).await.unwrap();
+    q.setup().await.unwrap();
+    q
 }
 
 /// Bodies (and `orch_rejected` attributes) on the dead-letter queue, received raw.
@@ -50,19 +59,20 @@ pub async fn dead_letters(q: &SqsQueue, want: usize) -> Vec<(String, Option<Stri
     out
 }
 
+/// The attributes `names` of the queue at `url`, as SQS reports them.
+pub async fn attributes(q: &SqsQueue, url: &str, names: &[QueueAttributeName]) -> HashMap<QueueAttributeName, String> {
+    let mut call = q.client().get_queue_attributes().queue_url(url);
+    for name in names {
+        call = call.attribute_names(name.clone());
+    }
+    call.send().await.unwrap().attributes.unwrap_or_default()
+}
+
 /// Messages on the queue at `url`: (visible, in flight), as SQS reports them.
 pub async fn counts(q: &SqsQueue, url: &str) -> (String, String) {
-    let attrs = q
-        .client()
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap_or_default();
+    let names =
+        [QueueAttributeName::ApproximateNumberOfMessages, QueueAttributeName::ApproximateNumberOfMessagesNotVisible];
+    let attrs = attributes(q, url, &names).await;
     let get = |k: QueueAttributeName| attrs.get(&k).cloned().unwrap_or_default();
     (
         get(QueueAttributeName::ApproximateNumberOfMessages),

@@ -1,38 +1,18 @@
 //! The `Database` conformance suite: one function per line of the contract. Every case uses a
 //! fresh random chain id, so cases may share one store (and run concurrently).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use orch_core::db::{Database, DatabaseExt};
 use orch_core::error::Error;
-use orch_core::job::{
-    ClaimRequest, Job, JobMeta, JobQuery, JobRecord, JobWrite, NewJob, Order, Transition, WorkerInfo,
-};
+use orch_core::job::{ClaimRequest, Job, JobQuery, JobRecord, JobWrite, NewJob, Order, Transition, WorkerInfo};
 use orch_core::types::{BlockRange, ChainId, JobId, JobKey, JobKind, JobStatus, ObjectKey, Timestamp, WorkerId};
 use orch_core::types::{Epoch, Lease, Version};
 
-const T0: Timestamp = Timestamp(1_700_000_000_000);
-
-/// A chain id no other case uses.
-pub fn fresh_chain() -> ChainId {
-    // The random tail of the id: its head is a timestamp, shared by ids made in the same ms.
-    ChainId::new(format!("t{}", &JobId::random().0.simple().to_string()[16..])).expect("valid chain id")
-}
+use crate::fixtures::{assert_claimed_once, fresh_chain, new_job, T0};
 
 fn key(chain: &ChainId, kind: JobKind, first: u64) -> JobKey {
     JobKey { chain: chain.clone(), kind, range: BlockRange::single(first) }
-}
-
-fn new_job(chain: &ChainId, kind: JobKind, first: u64) -> NewJob {
-    NewJob {
-        id: JobId::random(),
-        key: key(chain, kind, first),
-        max_attempts: 5,
-        next_run_at: T0,
-        deps: vec![],
-        meta: JobMeta::default(),
-    }
 }
 
 fn claim(chain: &ChainId, owner: &str, now: Timestamp, wants: Vec<(JobKind, u32)>) -> ClaimRequest {
@@ -296,13 +276,7 @@ pub async fn concurrent_claims_never_share_a_job(db: Arc<dyn Database>) {
             }
         }));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let unique: HashSet<_> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a job was claimed twice");
-    assert_eq!(all.len() as u64, n, "every job claimed once");
+    assert_claimed_once(tasks, n).await;
 }
 
 /// Rule 5: wake moves waiting Created jobs of the targets to now, nothing else; no version bump.

@@ -9,7 +9,7 @@ use orch_core::storage::Storage;
 use orch_core::types::ObjectKey;
 use sha2::{Digest, Sha256};
 
-use crate::suite::database::fresh_chain;
+use crate::fixtures::fresh_chain;
 
 fn k(s: &str) -> ObjectKey {
     ObjectKey::new(s).expect("valid key")
