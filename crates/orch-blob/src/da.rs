@@ -56,7 +56,11 @@ impl NonceOracle for NoOracle {
 }
 
 /// One contract's entry in the DA encoding.
+///
+/// Unknown JSON fields are rejected: a misspelt optional `class_hash` would otherwise silently
+/// drop the class from a hand-edited diff.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DaContract {
     /// Contract address.
     pub address: Felt,
@@ -212,6 +216,32 @@ impl DaStateDiff {
         Ok(DaStateDiff { contracts, declared_classes })
     }
 
+    /// Puts contracts in ascending address order and declared classes in ascending class-hash
+    /// order, as the encoding requires (the decoder rejects anything else), and rejects
+    /// duplicates, which it cannot carry. Storage entries keep their order: it is part of the
+    /// encoding, and encoders differ on it (the decoder keeps what it finds).
+    ///
+    /// For diffs that were edited by hand or built outside [`Self::from_state_diff`].
+    pub fn sort(&mut self) -> Result<()> {
+        if let Some(i) = first_duplicate(self.contracts.iter().map(|c| c.address)) {
+            return Err(Error::InconsistentStateDiff {
+                field: format!("contracts[{i}].address"),
+                value: self.contracts[i].address,
+                reason: "appears twice; merge its entries into one",
+            });
+        }
+        if let Some(i) = first_duplicate(self.declared_classes.iter().map(|c| c.class_hash)) {
+            return Err(Error::InconsistentStateDiff {
+                field: format!("declared_classes[{i}].class_hash"),
+                value: self.declared_classes[i].class_hash,
+                reason: "is declared twice",
+            });
+        }
+        self.contracts.sort_unstable_by_key(|c| c.address);
+        self.declared_classes.sort_unstable_by_key(|c| c.class_hash);
+        Ok(())
+    }
+
     /// Number of felts [`Self::to_felts`] produces.
     pub fn felt_len(&self) -> usize {
         let contracts: usize =
@@ -315,6 +345,12 @@ impl DaStateDiff {
 }
 
 const WHAT: &str = "DA felts";
+
+/// Index of the first item whose key an earlier item already has.
+fn first_duplicate(keys: impl Iterator<Item = Felt>) -> Option<usize> {
+    let mut seen = std::collections::BTreeSet::new();
+    keys.enumerate().find(|(_, k)| !seen.insert(*k)).map(|(i, _)| i)
+}
 
 pub(crate) fn ensure_zero_tail(what: &'static str, felts: &[Felt], from: usize) -> Result<()> {
     match felts[from..].iter().position(|f| !f.is_zero()) {

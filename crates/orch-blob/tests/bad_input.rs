@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use orch_blob::{
-    decode_blobs, encode_state_diff, encode_state_update, parse_felt_list, parse_nonces, parse_state_update, Blob,
-    Error, KzgCommitment, KzgDaOutput, NoOracle, NoncePolicy, Scalar, StarknetVersion, BYTES_PER_BLOB,
+    decode_blobs, encode_state_diff, encode_state_update, parse_diff_document, parse_felt_list, parse_nonces,
+    parse_state_update, Blob, DiffDocument, Error, KzgCommitment, KzgDaOutput, NoOracle, NoncePolicy, Scalar,
+    StarknetVersion, BYTES_PER_BLOB,
 };
 use orch_core::chain::{ContractStorageDiff, NonceUpdate, StateDiff, StorageEntry};
 use orch_core::Felt;
@@ -246,4 +247,55 @@ fn encode_state_update_uses_the_version() {
     assert_eq!(old.diff.contracts[0].nonce, 3);
     assert_eq!(new.diff.contracts[0].nonce, 0);
     assert_ne!(old.payload, new.payload);
+}
+
+#[test]
+fn diff_document_tells_the_two_forms_apart_by_their_keys() {
+    let rpc = parse_diff_document(&state_update_json("0x5", "0x1")).unwrap();
+    assert!(matches!(rpc, DiffDocument::StateUpdate(_)), "{rpc:?}");
+    let decoded = parse_diff_document(
+        r#"{"starknet_version": "0.13.2", "contracts": [
+            {"address": "0x9", "nonce": 1, "class_hash": null, "storage": []},
+            {"address": "0x3", "nonce": 0, "storage": [{"key": "0x2", "value": "0x1"}, {"key": "0x1", "value": "0x1"}]}]}"#,
+    )
+    .unwrap();
+    let DiffDocument::Decoded(d) = decoded else { panic!("{decoded:?}") };
+    assert_eq!(d.starknet_version, Some(StarknetVersion::V0_13_2));
+    assert_eq!(d.diff.contracts[0].address, Felt::from_u64(3), "contracts are put in encoding order");
+    assert_eq!(d.diff.contracts[0].storage[0].key, Felt::from_u64(2), "storage order is kept");
+    assert!(d.diff.declared_classes.is_empty());
+}
+
+#[test]
+fn diff_document_that_is_neither_form_says_what_it_has() {
+    let err = parse_diff_document(r#"{"block_number": 1}"#).unwrap_err();
+    assert_names(&err, "\"block_number\"");
+    assert_names(&err, "state_diff");
+    assert_names(&err, "contracts");
+    let err = parse_diff_document("[]").unwrap_err();
+    assert_names(&err, "JSON array");
+    let err = parse_diff_document(r#"{"state_diff": {}, "contracts": []}"#).unwrap_err();
+    assert_names(&err, "both");
+}
+
+#[test]
+fn decoded_diff_rejects_typos_duplicates_and_bad_versions() {
+    let err =
+        parse_diff_document(r#"{"contracts": [{"address": "0x5", "nonce": 0, "clas_hash": "0x1", "storage": []}]}"#)
+            .unwrap_err();
+    assert_names(&err, "clas_hash");
+    let err = parse_diff_document(r#"{"contracts": [], "declared": []}"#).unwrap_err();
+    assert_names(&err, "declared");
+    let err = parse_diff_document(
+        r#"{"contracts": [], "declared_classes": [{"class_hash": "0x1", "compiled_class_hash": "0x2"},
+            {"class_hash": "0x1", "compiled_class_hash": "0x3"}]}"#,
+    )
+    .unwrap_err();
+    assert_names(&err, "declared_classes[1].class_hash");
+    let err = parse_diff_document(r#"{"starknet_version": 13, "contracts": []}"#).unwrap_err();
+    assert_names(&err, "starknet_version");
+    let err = parse_diff_document(r#"{"starknet_version": "0.99.0", "contracts": []}"#).unwrap_err();
+    assert_names(&err, "0.99.0");
+    let err = parse_diff_document(r#"{"contracts": [{"address": "0x5", "nonce": -1, "storage": []}]}"#).unwrap_err();
+    assert_names(&err, "contracts[0].nonce");
 }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use orch_blob::compression::{compress, decompress};
 use orch_blob::{
-    decode_blobs, encode_state_diff, felts_to_blobs, kzg, split_into_transactions, Blob, Compression, DaContract,
-    DaLayout, DaStateDiff, Encoding, NoncePolicy, Scalar, FIELD_ELEMENTS_PER_BLOB,
+    decode_blobs, encode_da_state_diff, encode_state_diff, felts_to_blobs, kzg, parse_diff_document,
+    split_into_transactions, Blob, Compression, DaContract, DaLayout, DaStateDiff, DecodedDiff, DiffDocument, Encoding,
+    NoncePolicy, Scalar, FIELD_ELEMENTS_PER_BLOB,
 };
 use orch_core::chain::{
     ContractStorageDiff, DeclaredClass, DeployedContract, NonceUpdate, ReplacedClass, StateDiff, StorageEntry,
@@ -182,6 +183,15 @@ fn check_round_trip(m: &Model) -> Result<(), TestCaseError> {
         );
         let decoded = decode_blobs(&encoded.blobs, enc).map_err(|e| TestCaseError::fail(format!("{enc:?}: {e}")))?;
         prop_assert_eq!(&decoded, &expected, "decode(encode(d)) under {:?}", enc);
+        // Through the JSON that `blob decode` prints and `blob encode` reads back: same blobs.
+        let json = serde_json::to_string(&DecodedDiff { starknet_version: None, diff: decoded })
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back = match parse_diff_document(&json) {
+            Ok(DiffDocument::Decoded(d)) => d.diff,
+            other => return Err(TestCaseError::fail(format!("{enc:?}: {other:?}"))),
+        };
+        let again = encode_da_state_diff(back, enc).map_err(|e| TestCaseError::fail(format!("{enc:?}: {e}")))?;
+        prop_assert!(again.blobs == encoded.blobs, "decoded JSON re-encodes to other blobs under {:?}", enc);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use orch_blob::blob::Blob;
 use orch_blob::kzg::{self, Scalar};
-use orch_blob::StarknetVersion;
+use orch_blob::{DecodedDiff, DiffDocument, StarknetVersion};
 use orch_core::Felt;
 use serde::Serialize;
 
@@ -17,9 +17,19 @@ use crate::output;
 /// Blob commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum BlobCmd {
-    /// State update JSON → blob files (`blob-0.hex`, …) and `manifest.json` with KZG values.
+    /// State diff JSON → blob files (`blob-0.hex`, …) and `manifest.json` with KZG values.
+    ///
+    /// The input is either a `starknet_getStateUpdate` result (recognised by its `state_diff`
+    /// key) or what `blob decode` prints (recognised by its `contracts` key), edited or not. A
+    /// decoded diff is encoded as it is, in the format of its `starknet_version`: re-encoding
+    /// unedited `blob decode` output gives the decoded blobs back byte for byte. It already
+    /// carries every nonce and class hash, so `--nonces` is for state updates only.
     Encode(EncodeArgs),
-    /// Blob files → the state diff they carry, as JSON.
+    /// Blob files → the state diff they carry, as JSON that `blob encode` reads back.
+    ///
+    /// The JSON holds `starknet_version` (the format used to decode), `contracts` (address,
+    /// nonce, class_hash when deployed or replaced, storage in blob order) and
+    /// `declared_classes`.
     Decode(DecodeArgs),
     /// KZG commitment, blob proof and versioned hash of a blob; with --x0 also y and its proof.
     Kzg(KzgArgs),
@@ -28,13 +38,15 @@ pub(crate) enum BlobCmd {
 /// Options of `blob encode`.
 #[derive(Debug, Args)]
 pub(crate) struct EncodeArgs {
-    /// A `starknet_getStateUpdate` result (JSON).
+    /// A `starknet_getStateUpdate` result, or the JSON `blob decode` prints (JSON).
     #[arg(long, value_name = "FILE")]
     state_update: PathBuf,
-    /// Nonces of written contracts after the block: `[{"nonce": "<hex>", "address": "<decimal>"}]`.
+    /// Nonces of written contracts after the block: `[{"nonce": "<hex>", "address": "<decimal>"}]`
+    /// (state updates only).
     #[arg(long, value_name = "FILE")]
     nonces: Option<PathBuf>,
-    /// Starknet version of the block (default: the newest supported).
+    /// Starknet version of the block (default: a decoded diff's own `starknet_version`, else the
+    /// newest supported).
     #[arg(long, value_name = "V")]
     starknet_version: Option<String>,
     /// Output directory (default: current directory).
@@ -123,13 +135,7 @@ fn read_blob(path: &Path) -> anyhow::Result<Blob> {
 pub(crate) fn blob(cmd: BlobCmd) -> anyhow::Result<()> {
     match cmd {
         BlobCmd::Encode(a) => encode(a),
-        BlobCmd::Decode(a) => {
-            let v = version(&a.starknet_version)?;
-            let blobs = a.blobs.iter().map(|p| read_blob(p)).collect::<anyhow::Result<Vec<_>>>()?;
-            let diff = orch_blob::decode_blobs(&blobs, v).map_err(user)?;
-            let _ = a.json;
-            output::json(&diff)
-        }
+        BlobCmd::Decode(a) => decode(a),
         BlobCmd::Kzg(a) => {
             let blob = read_blob(&a.blob)?;
             let sc = kzg::sidecar(&blob)?;
@@ -163,16 +169,69 @@ pub(crate) fn blob(cmd: BlobCmd) -> anyhow::Result<()> {
     }
 }
 
-fn encode(a: EncodeArgs) -> anyhow::Result<()> {
+fn decode(a: DecodeArgs) -> anyhow::Result<()> {
     let v = version(&a.starknet_version)?;
-    let update = orch_blob::input::parse_state_update(&read(&a.state_update, "state update")?)
-        .map_err(|e| user(format!("{}: {e}", a.state_update.display())))?;
-    let nonces: BTreeMap<Felt, Felt> = match &a.nonces {
-        Some(p) => orch_blob::input::parse_nonces(&read(p, "nonces file")?)
-            .map_err(|e| user(format!("{}: {e}", p.display())))?,
-        None => BTreeMap::new(),
+    let blobs = a.blobs.iter().map(|p| read_blob(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let diff = orch_blob::decode_blobs(&blobs, v).map_err(user)?;
+    // The decoder accepts some blobs that no encoder writes (a trailing all-zero blob, a value
+    // compressed into a wider bucket than needed); `blob encode` cannot give those back.
+    let same = orch_blob::encode_da_state_diff(diff.clone(), v.encoding()).is_ok_and(|e| e.blobs == blobs);
+    if !same {
+        tracing::warn!(
+            target: "orch::blob",
+            starknet_version = %v,
+            "these blobs decode, but re-encoding the diff gives different blobs: `blob encode` will \
+             not reproduce them byte for byte"
+        );
+    }
+    let _ = a.json;
+    output::json(&DecodedDiff { starknet_version: Some(v), diff })
+}
+
+/// The version to encode a decoded diff with: its own, or the flag's when they agree.
+fn decoded_version(flag: &Option<String>, own: Option<StarknetVersion>) -> anyhow::Result<StarknetVersion> {
+    match (flag, own) {
+        (None, own) => Ok(own.unwrap_or(StarknetVersion::LATEST)),
+        (Some(_), None) => version(flag),
+        (Some(_), Some(own)) => {
+            let v = version(flag)?;
+            if v != own {
+                return Err(user(format!(
+                    "--starknet-version {v} contradicts the diff's starknet_version {own}; drop the flag, or \
+                     edit the file's starknet_version to re-encode in another format"
+                )));
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn encode(a: EncodeArgs) -> anyhow::Result<()> {
+    let in_file = |e: orch_blob::Error| user(format!("{}: {e}", a.state_update.display()));
+    let doc = orch_blob::parse_diff_document(&read(&a.state_update, "state update")?).map_err(in_file)?;
+    let (v, enc) = match doc {
+        DiffDocument::StateUpdate(update) => {
+            let v = version(&a.starknet_version)?;
+            let nonces: BTreeMap<Felt, Felt> = match &a.nonces {
+                Some(p) => orch_blob::input::parse_nonces(&read(p, "nonces file")?)
+                    .map_err(|e| user(format!("{}: {e}", p.display())))?,
+                None => BTreeMap::new(),
+            };
+            (v, orch_blob::encode_state_update(&update, &nonces, v).map_err(user)?)
+        }
+        DiffDocument::Decoded(decoded) => {
+            if let Some(p) = &a.nonces {
+                return Err(user(format!(
+                    "--nonces {}: {} is a decoded diff, which already carries every nonce; --nonces is for \
+                     starknet_getStateUpdate input",
+                    p.display(),
+                    a.state_update.display()
+                )));
+            }
+            let v = decoded_version(&a.starknet_version, decoded.starknet_version)?;
+            (v, orch_blob::encode_da_state_diff(decoded.diff, v.encoding()).map_err(user)?)
+        }
     };
-    let enc = orch_blob::encode_state_update(&update, &nonces, v).map_err(user)?;
     if a.out.exists() && !a.out.is_dir() {
         return Err(user(format!("--out {} is a file: pass a directory", a.out.display())));
     }
