@@ -1,8 +1,8 @@
 //! [`DevnetConfig`]: one serde struct for the whole simulated world, every field defaulted.
 //!
 //! The defaults are the fast path: no latency, no failures, every delay zero, so
-//! `orchestrator dev` is limited by the engine alone. Turn the knobs up for demos and chaos
-//! tests.
+//! `orchestrator dev` is limited by the engine and by the real KZG commitments to its blobs
+//! (`da.kzg = "simulated"` lifts the latter). Turn the knobs up for demos and chaos tests.
 
 use std::time::Duration;
 
@@ -194,6 +194,22 @@ impl Default for ProverConfig {
     }
 }
 
+/// How the devnet commits to its blobs (`devnet.da.kzg`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KzgMode {
+    /// Real KZG commitments (c-kzg, Ethereum trusted setup), the default: a settlement could
+    /// open every blob at `x_0`. A commitment costs tens of milliseconds of CPU per blob,
+    /// which bounds how fast the devnet settles.
+    #[default]
+    Real,
+    /// A 48-byte fingerprint of each blob in place of its commitment, for throughput runs: the
+    /// program output, the DA manifest and the ledger's checks keep their layout and agree with
+    /// each other, and the blobs are real, but the "commitments" are not curve points, so no
+    /// KZG proof opens them.
+    Simulated,
+}
+
 /// The simulated DA layer (`[devnet.da]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -206,13 +222,22 @@ pub struct DaConfig {
     /// Probability that a publication is dropped: `verify` says `Failed` once the inclusion
     /// delay has passed (default 0), drawn from its dedup key.
     pub drop_rate: f64,
+    /// Real KZG commitments (`"real"`, default) or blob fingerprints (`"simulated"`), for the
+    /// DA layer and the OS runner of a [`Devnet`](crate::Devnet) alike.
+    pub kzg: KzgMode,
     /// Latency and failures of `publish` and `verify`.
     pub faults: Faults,
 }
 
 impl Default for DaConfig {
     fn default() -> Self {
-        DaConfig { inclusion_delay: Duration::ZERO, blobs_per_submission: 6, drop_rate: 0.0, faults: Faults::default() }
+        DaConfig {
+            inclusion_delay: Duration::ZERO,
+            blobs_per_submission: 6,
+            drop_rate: 0.0,
+            kzg: KzgMode::Real,
+            faults: Faults::default(),
+        }
     }
 }
 
@@ -243,6 +268,11 @@ pub struct SettlementConfig {
     /// Proofs must be registered before a state update, as on an L3 (default false). When
     /// false `register_proof` is `Unsupported`.
     pub requires_proof_registration: bool,
+    /// Check each update's program output as a core contract does (default true): it must be
+    /// the devnet OS's Starknet OS output for KZG DA, agree with the update (roots, block
+    /// numbers, hashes) and commit to the blobs of the DA publication it cites. Turn off only
+    /// to settle the output of another OS runner.
+    pub verify_program_output: bool,
     /// fsync every ledger append before answering (default true). The fsync is most of the
     /// cost of a state update (~0.3–0.6 ms on an SSD). Without it a killed process still
     /// loses nothing (the kernel holds the write), but an OS crash or power loss may lose
@@ -261,6 +291,7 @@ impl Default for SettlementConfig {
             confirmations: 1,
             l1_block_time: Duration::ZERO,
             requires_proof_registration: false,
+            verify_program_output: true,
             fsync: true,
             faults: Faults::default(),
         }
@@ -319,9 +350,12 @@ mod tests {
             "chain": { "blocks": 100, "block_time": "0ms" },
             "prover": { "proving_time": "2s", "fail_proofs": [{ "block": 3, "times": 2 }],
                         "faults": { "failure_rate": 0.1, "latency": "5ms" } },
+            "da": { "kzg": "simulated" },
             "settlement": { "genesis_root": "0x123", "requires_proof_registration": true },
         }))
         .unwrap();
+        assert_eq!(cfg.da.kzg, KzgMode::Simulated);
+        assert!(cfg.settlement.verify_program_output, "on by default");
         assert_eq!(cfg.seed, 9);
         assert_eq!(cfg.chain.blocks, Some(100));
         assert_eq!(cfg.prover.proving_time, Duration::from_secs(2));

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod blobs;
 mod chain;
 mod config;
 mod da;
@@ -25,11 +26,14 @@ use orch_core::settle::Settlement;
 use orch_core::types::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub use blobs::DA_VERSION;
 pub use chain::{da_felts_estimate, DevChain, STARKNET_VERSION};
-pub use config::{ChainConfig, DaConfig, DevnetConfig, FailProof, Faults, OsConfig, ProverConfig, SettlementConfig};
-pub use da::{DevDa, BYTES_PER_BLOB, FELTS_PER_BLOB};
+pub use config::{
+    ChainConfig, DaConfig, DevnetConfig, FailProof, Faults, KzgMode, OsConfig, ProverConfig, SettlementConfig,
+};
+pub use da::{DevDa, BYTES_PER_BLOB, FELTS_PER_BLOB, MANIFEST};
 pub use ledger::LEDGER_FILE;
-pub use os::{output, DevOsRunner, DEV_OS_MAGIC, DEV_PIE_MAGIC};
+pub use os::{os_config_hash, DevOsRunner, DEV_OS_PROGRAM_HASH, DEV_PIE_MAGIC};
 pub use prover::{DevProver, DEV_PROOF_MAGIC};
 pub use settlement::{AppliedUpdate, DevSettlement, LedgerView, RegisteredProof};
 
@@ -74,7 +78,7 @@ impl Devnet {
         let meta = load_or_create_meta(dir, cfg.seed, clock.now())?;
         let seed = cfg.seed;
         let chain = Arc::new(DevChain::new(cfg.chain, seed, Timestamp(meta.genesis_ms), clock.clone()));
-        let os = Arc::new(DevOsRunner::new(chain.clone(), cfg.os));
+        let os = Arc::new(DevOsRunner::new(chain.clone(), cfg.os).with_kzg(cfg.da.kzg));
         let prover = Arc::new(DevProver::new(cfg.prover, seed, clock.clone()));
         let da = Arc::new(DevDa::new(cfg.da, seed, clock.clone()));
         let mut scfg = cfg.settlement;

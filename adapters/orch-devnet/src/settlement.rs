@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use orch_blob::os_output::HEADER_LEN;
+use orch_blob::{KzgDaOutput, OsOutputHeader};
 use orch_core::clock::Clock;
 use orch_core::da::DaReference;
 use orch_core::error::{Error, Result};
@@ -16,11 +18,13 @@ use orch_core::types::{BlockRange, Timestamp, TxHash};
 use orch_core::Felt;
 use serde::{Deserialize, Serialize};
 
+use crate::blobs;
 use crate::config::SettlementConfig;
+use crate::da::reference_commitments;
 use crate::faults::Injector;
 use crate::ledger::{self, Line, Writer, LEDGER_FILE};
 use crate::mix::{felt_of, h_bytes, h_str};
-use crate::os::{output, DEV_OS_MAGIC};
+use crate::os::DEV_OS_PROGRAM_HASH;
 
 const T_FAULTS: u64 = 0x61;
 const T_TX: u64 = 0x62;
@@ -104,9 +108,17 @@ struct Inner {
 /// - Updates apply strictly in order. The very first must start at `start_block`, and its
 ///   `prev_root` must equal `genesis_root` when one is configured (any root otherwise); every
 ///   later one must start at `last_settled + 1` from the settled root. Anything else —
-///   out of order, a range applied twice under a new dedup key, a wrong previous root, a dev OS
-///   program output that disagrees with the request, a missing proof registration when one is
-///   required — is `Rejected` with the reason.
+///   out of order, a range applied twice under a new dedup key, a wrong previous root, a
+///   missing proof registration when one is required, a bad program output — is `Rejected`
+///   with the reason.
+/// - The program output (unless `verify_program_output` is off) must be a Starknet OS output
+///   for KZG DA ([`orch_blob::os_output`]) of the devnet's OS program
+///   ([`DEV_OS_PROGRAM_HASH`](crate::DEV_OS_PROGRAM_HASH)) that agrees with the request and the
+///   ledger: its roots, block numbers and last block hash are the request's, its previous block
+///   hash is that of the last settled block, its KZG segment is well-formed, and — when the
+///   cited DA publication is one of the devnet DA layer's — it commits to exactly the
+///   published blobs (their number and commitments), as the core contract checks the blobs of
+///   its transaction.
 /// - The same dedup key again returns the same transaction hash and applies nothing.
 /// - An update is applied, and durable on disk (appended and fsynced), **before**
 ///   `submit_state_update` returns; `last_settled` reflects it at once. `tx_status` says
@@ -265,34 +277,81 @@ impl DevSettlement {
                 format!("no proof registered for blocks {range}: register it (register_proof) before the state update"),
             ));
         }
-        check_program_output(req)
+        if self.cfg.verify_program_output {
+            check_program_output(self.seed, req, st.updates.last())?;
+        }
+        Ok(())
     }
 }
 
-/// A dev OS program output must agree with the request it travels in.
-fn check_program_output(req: &StateUpdateRequest) -> Result<()> {
-    let po = &req.program_output;
-    if po.first() != Some(&DEV_OS_MAGIC) {
-        return Ok(());
+fn reject_output(range: BlockRange, why: impl std::fmt::Display) -> Error {
+    Error::rejected(BACKEND, format!("program output of the update of blocks {range}: {why}"))
+}
+
+/// The program output must be the devnet OS's KZG DA output for exactly this update.
+fn check_program_output(seed: u64, req: &StateUpdateRequest, prev: Option<&AppliedUpdate>) -> Result<()> {
+    let (po, range) = (&req.program_output, req.range);
+    let header = OsOutputHeader::parse(po).map_err(|e| {
+        reject_output(
+            range,
+            format_args!(
+                "{e} (set devnet.settlement.verify_program_output = false to settle outputs of another OS runner)"
+            ),
+        )
+    })?;
+    let mut checks = vec![
+        (header.os_program_hash, DEV_OS_PROGRAM_HASH, "os_program_hash"),
+        (header.initial_root, req.prev_root, "initial_root"),
+        (header.final_root, req.new_root, "final_root"),
+        (header.prev_block_number, OsOutputHeader::block_before(range.first()), "prev_block_number"),
+        (header.new_block_number, Felt::from_u64(range.last()), "new_block_number"),
+        (header.new_block_hash, req.block_hash, "new_block_hash"),
+    ];
+    if let Some(p) = prev {
+        checks.push((header.prev_block_hash, p.block_hash, "prev_block_hash (the last settled block's hash)"));
     }
-    if po.len() < output::HEADER_LEN {
-        return Err(Error::rejected(
-            BACKEND,
-            format!("program output has {} felts, shorter than its header", po.len()),
+    for (got, want, what) in checks {
+        if got != want {
+            return Err(reject_output(range, format_args!("{what} is {got}, expected {want}")));
+        }
+    }
+    if !header.use_kzg_da || header.full_output {
+        return Err(reject_output(
+            range,
+            format_args!(
+                "use_kzg_da = {}, full_output = {}: the devnet settles KZG DA outputs (1 and 0)",
+                u8::from(header.use_kzg_da),
+                u8::from(header.full_output)
+            ),
         ));
     }
-    let checks = [
-        (output::PREV_ROOT, req.prev_root, "previous root"),
-        (output::NEW_ROOT, req.new_root, "new root"),
-        (output::FIRST_BLOCK, Felt::from_u64(req.range.first()), "first block"),
-        (output::LAST_BLOCK, Felt::from_u64(req.range.last()), "last block"),
-        (output::BLOCK_HASH, req.block_hash, "block hash"),
-    ];
-    for (i, want, what) in checks {
-        if po[i] != want {
-            return Err(Error::rejected(
-                BACKEND,
-                format!("program output says {what} {} but the update of blocks {} says {want}", po[i], req.range),
+    let kzg = KzgDaOutput::parse(po).map_err(|e| reject_output(range, e))?;
+    // Then the two message segments, each its length and then its felts, and nothing else.
+    let mut at = HEADER_LEN + KzgDaOutput::segment_len(kzg.commitments.len());
+    for segment in ["L2→L1 messages", "L1→L2 messages"] {
+        let len = po
+            .get(at)
+            .and_then(Felt::to_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| at + 1 + n <= po.len())
+            .ok_or_else(|| reject_output(range, format_args!("no well-formed {segment} segment at felt {at}")))?;
+        at += 1 + len;
+    }
+    if at != po.len() {
+        return Err(reject_output(range, format_args!("{} felts follow the message segments", po.len() - at)));
+    }
+    if let Some((blobs, digest)) = reference_commitments(seed, &req.da) {
+        let n = kzg.commitments.len() as u64;
+        if n != blobs {
+            return Err(reject_output(
+                range,
+                format_args!("commits to {n} blobs but DA publication {} has {blobs}", req.da.id),
+            ));
+        }
+        if blobs::commitments_digest(seed, &kzg.commitments) != digest {
+            return Err(reject_output(
+                range,
+                format_args!("its KZG commitments are not those of the blobs of DA publication {}", req.da.id),
             ));
         }
     }

@@ -27,6 +27,11 @@ fn request(chain: &DevChain, n: u64) -> StateUpdateRequest {
     }
 }
 
+/// Durability, not program outputs, is under test: no OS outputs to build for the requests.
+fn config() -> SettlementConfig {
+    SettlementConfig { verify_program_output: false, ..SettlementConfig::default() }
+}
+
 /// The writer: continues the ledger in `$ORCH_DEVNET_CRASH_DIR`, printing `applied <n>` once
 /// each submission has returned. Does nothing in a normal test run.
 #[tokio::test]
@@ -35,7 +40,7 @@ async fn crash_child_writer() {
         return;
     };
     let chain = DevChain::fixed(1, u64::MAX);
-    let s = DevSettlement::open(&dir, SettlementConfig::default(), 1, ManualClock::at(0)).unwrap();
+    let s = DevSettlement::open(&dir, config(), 1, ManualClock::at(0)).unwrap();
     let next = s.last_settled().await.unwrap().map_or(0, |x| x.block + 1);
     let mut out = std::io::stdout().lock();
     for n in next..next + 100_000 {
@@ -93,7 +98,7 @@ fn acknowledged_updates_survive_kill_9() {
         }
     }
     // Still a working ledger after all that.
-    let s = DevSettlement::open(dir.path(), SettlementConfig::default(), 1, ManualClock::at(0)).unwrap();
+    let s = DevSettlement::open(dir.path(), config(), 1, ManualClock::at(0)).unwrap();
     let next = s.applied().len() as u64;
     assert!(next > acked_total.unwrap());
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ManualClock, TempDir};
+use orch_blob::{Blob, KzgDaOutput};
 use orch_core::clock::Clock;
 use orch_core::da::{DaRequest, DaStatus};
 use orch_core::error::Error;
 use orch_core::prove::{ProofRequest, ProofStatus};
 use orch_core::settle::{StateUpdateRequest, TxStatus};
 use orch_core::types::{BlockRange, ChainId};
-use orch_devnet::{ChainConfig, DaConfig, Devnet, DevnetConfig, ProverConfig, SettlementConfig, META_FILE};
+use orch_devnet::{
+    ChainConfig, DaConfig, Devnet, DevnetConfig, KzgMode, ProverConfig, SettlementConfig, MANIFEST, META_FILE,
+};
 
 fn cfg(blocks: u64) -> DevnetConfig {
     DevnetConfig {
@@ -36,7 +39,18 @@ async fn settle(d: &Devnet, clock: &ManualClock, range: BlockRange) {
         updates.push(d.chain().state_update(n).await.unwrap());
     }
     let prev_root = updates[0].old_root;
-    let reference = d.da().publish(DaRequest { dedup_key: key("da"), range, updates }).await.unwrap();
+    let req = DaRequest { dedup_key: key("da"), range, updates };
+    // The blobs the DA layer publishes are those the OS output commits to.
+    let payload = d.da().encode(&req).await.unwrap();
+    let blobs: Vec<Blob> = payload
+        .artifacts
+        .iter()
+        .filter(|a| a.name.starts_with("blob-"))
+        .map(|a| Blob::from_bytes(&a.bytes).unwrap())
+        .collect();
+    KzgDaOutput::parse(&out.program_output).unwrap().prove(&blobs).unwrap();
+    let reference = d.da().publish(req).await.unwrap();
+    assert_eq!(reference.chunks as usize, blobs.len());
     assert_eq!(d.prover().status(&task).await.unwrap(), ProofStatus::Pending);
     assert_eq!(d.da().verify(&reference).await.unwrap(), DaStatus::Pending);
     clock.advance(Duration::from_secs(5));
@@ -95,7 +109,12 @@ async fn the_first_update_must_start_from_the_chains_genesis_root() {
         prev_root: orch_core::Felt::from_u64(1),
         new_root: chain.root_after(0),
         block_hash: chain.block_hash(0),
-        program_output: vec![],
+        program_output: d
+            .os()
+            .run(&ChainId::new("devnet").unwrap(), BlockRange::single(0))
+            .await
+            .unwrap()
+            .program_output,
         da: orch_core::da::DaReference { id: "x".into(), chunks: 1, bytes: 1 },
     };
     let e = d.settlement().submit_state_update(req.clone()).await.unwrap_err();
@@ -146,4 +165,46 @@ async fn an_invalid_config_is_refused_before_touching_the_dir() {
     let e = Devnet::open(bad, dir.path().join("sub"), ManualClock::at(0)).unwrap_err();
     assert!(e.to_string().contains("devnet.chain.contracts"), "{e}");
     assert!(!dir.path().join("sub").exists());
+}
+
+#[tokio::test]
+async fn simulated_kzg_keeps_the_layout_and_the_checks_without_curve_points() {
+    let dir = TempDir::new("devnet-simkzg");
+    let da = DaConfig { kzg: KzgMode::Simulated, ..DaConfig::default() };
+    let d = Devnet::open(DevnetConfig { da, ..cfg(30) }, dir.path(), ManualClock::at(0)).unwrap();
+    let range = BlockRange::new(0, 9).unwrap();
+    let out = d.os().run(&ChainId::new("devnet").unwrap(), range).await.unwrap();
+    let mut updates = Vec::new();
+    for n in 0..=9 {
+        updates.push(d.chain().state_update(n).await.unwrap());
+    }
+    let req = DaRequest { dedup_key: "da".into(), range, updates };
+    let payload = d.da().encode(&req).await.unwrap();
+    let blobs: Vec<Blob> = payload
+        .artifacts
+        .iter()
+        .filter(|a| a.name.starts_with("blob-"))
+        .map(|a| Blob::from_bytes(&a.bytes).unwrap())
+        .collect();
+    let manifest = payload.artifacts.iter().find(|a| a.name == MANIFEST).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+    let kzg = KzgDaOutput::parse(&out.program_output).unwrap();
+    for (i, c) in kzg.commitments.iter().enumerate() {
+        assert_eq!(manifest["blobs"][i]["commitment"], c.to_string(), "OS and DA agree on blob {i}");
+    }
+    assert!(kzg.prove(&blobs).is_err(), "fingerprints are not commitments");
+    let reference = d.da().publish(req).await.unwrap();
+    let last = d.chain().block(9).await.unwrap();
+    d.settlement()
+        .submit_state_update(StateUpdateRequest {
+            dedup_key: "state".into(),
+            range,
+            prev_root: d.dev_chain().genesis_root(),
+            new_root: last.state_root,
+            block_hash: last.hash,
+            program_output: out.program_output,
+            da: reference,
+        })
+        .await
+        .unwrap();
 }

@@ -74,6 +74,7 @@ async fn a_lost_answer_after_the_effect_is_safe_to_retry_with_the_same_key() {
     let chain = DevChain::fixed(1, 100);
     let cfg = SettlementConfig {
         faults: Faults { failure_rate: 0.5, failure_after_effect: 1.0, ..Faults::default() },
+        verify_program_output: false,
         ..SettlementConfig::default()
     };
     let s = DevSettlement::open(dir.path(), cfg, 1, ManualClock::at(0)).unwrap();

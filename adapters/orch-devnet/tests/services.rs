@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ManualClock;
+use orch_blob::os_output::HEADER_LEN;
+use orch_blob::{decode_blobs, encode_batch, kzg, Blob, KzgDaOutput, NoOracle, OsOutputHeader};
 use orch_core::chain::ChainSource;
 use orch_core::da::{Da, DaReference, DaRequest, DaStatus};
 use orch_core::error::Error;
@@ -13,8 +15,8 @@ use orch_core::prove::{OsRunner, ProofRequest, ProofStatus, Prover, TaskId};
 use orch_core::types::{BlockRange, ChainId};
 use orch_core::Felt;
 use orch_devnet::{
-    output, DaConfig, DevChain, DevDa, DevOsRunner, DevProver, FailProof, OsConfig, ProverConfig, BYTES_PER_BLOB,
-    DEV_OS_MAGIC, DEV_PIE_MAGIC, DEV_PROOF_MAGIC,
+    os_config_hash, DaConfig, DevChain, DevDa, DevOsRunner, DevProver, FailProof, OsConfig, ProverConfig,
+    BYTES_PER_BLOB, DA_VERSION, DEV_OS_PROGRAM_HASH, DEV_PIE_MAGIC, DEV_PROOF_MAGIC, MANIFEST,
 };
 
 fn chain_id() -> ChainId {
@@ -29,6 +31,12 @@ fn proof_req(key: &str, r: BlockRange) -> ProofRequest {
     ProofRequest { dedup_key: key.into(), range: r, pie: b"a pie".to_vec() }
 }
 
+/// The blobs of the squashed diff of `r`, as the devnet's OS and DA layer encode it.
+fn batch_blobs(chain: &DevChain, r: BlockRange) -> orch_blob::Encoded {
+    let diffs: Vec<_> = (r.first()..=r.last()).map(|n| chain.generate(n).state_diff).collect();
+    encode_batch(&diffs, &NoOracle, DA_VERSION.encoding()).unwrap()
+}
+
 #[tokio::test]
 async fn os_output_is_deterministic_and_describes_the_range() {
     let chain = Arc::new(DevChain::fixed(4, 50));
@@ -40,13 +48,16 @@ async fn os_output_is_deterministic_and_describes_the_range() {
     assert_eq!(a, other.run(&chain_id(), r).await.unwrap(), "same seed, another instance");
 
     let po = &a.program_output;
-    assert_eq!(po[output::MAGIC], DEV_OS_MAGIC);
-    assert_eq!(po[output::PREV_ROOT], chain.state_update(10).await.unwrap().old_root);
-    assert_eq!(po[output::NEW_ROOT], chain.block(12).await.unwrap().state_root);
-    assert_eq!(po[output::FIRST_BLOCK], Felt::from_u64(10));
-    assert_eq!(po[output::LAST_BLOCK], Felt::from_u64(12));
-    assert_eq!(po[output::BLOCK_HASH], chain.block(12).await.unwrap().hash);
-    assert_eq!(po.len(), output::HEADER_LEN + 3 * 3);
+    let h = OsOutputHeader::parse(po).unwrap();
+    assert_eq!(h.initial_root, chain.state_update(10).await.unwrap().old_root);
+    assert_eq!(h.final_root, chain.block(12).await.unwrap().state_root);
+    assert_eq!(h.prev_block_number, Felt::from_u64(9));
+    assert_eq!(h.new_block_number, Felt::from_u64(12));
+    assert_eq!(h.prev_block_hash, chain.block(9).await.unwrap().hash);
+    assert_eq!(h.new_block_hash, chain.block(12).await.unwrap().hash);
+    assert_eq!(h.os_program_hash, DEV_OS_PROGRAM_HASH);
+    assert_eq!(h.starknet_os_config_hash, os_config_hash(4, &chain_id()));
+    assert!(h.use_kzg_da && !h.full_output);
     assert!(a.pie.starts_with(DEV_PIE_MAGIC));
     assert!(a.pie.len() >= 2048 && a.pie.len() < 1 << 20, "{}", a.pie.len());
 
@@ -54,7 +65,37 @@ async fn os_output_is_deterministic_and_describes_the_range() {
     assert_ne!(a.pie, b.pie);
     assert_ne!(a.program_output, b.program_output);
     let other_chain = os.run(&ChainId::new("other").unwrap(), r).await.unwrap();
-    assert_ne!(other_chain.program_output[output::CHAIN], po[output::CHAIN]);
+    assert_ne!(
+        OsOutputHeader::parse(&other_chain.program_output).unwrap().starknet_os_config_hash,
+        h.starknet_os_config_hash
+    );
+}
+
+#[tokio::test]
+async fn os_output_commits_to_the_blobs_of_the_squashed_diff() {
+    let chain = Arc::new(DevChain::fixed(4, 200));
+    let os = DevOsRunner::new(chain.clone(), OsConfig::default());
+    // A range with a big block: several blobs.
+    let big = (0..190).find(|n| chain.is_big_block(*n)).unwrap();
+    for r in [range(0, 4), range(big.saturating_sub(2), big + 3)] {
+        let po = os.run(&chain_id(), r).await.unwrap().program_output;
+        let kzg = KzgDaOutput::parse(&po).unwrap();
+        let encoded = batch_blobs(&chain, r);
+        assert_eq!(kzg.commitments.len(), encoded.blobs.len(), "{r}");
+        assert_eq!(po.len(), HEADER_LEN + KzgDaOutput::segment_len(encoded.blobs.len()) + 2, "{r}");
+        // Each blob opens at x_0 to the output's y_i, under the output's commitment.
+        assert_eq!(kzg.prove(&encoded.blobs).unwrap().len(), encoded.blobs.len(), "{r}");
+        // The blobs carry the batch's diff, each key once.
+        let decoded = decode_blobs(&encoded.blobs, DA_VERSION).unwrap();
+        assert_eq!(decoded, encoded.diff);
+        if r.first() == 0 {
+            let h = OsOutputHeader::parse(&po).unwrap();
+            assert_eq!(h.prev_block_number, OsOutputHeader::block_before(0), "-1 before block 0");
+            assert_eq!(h.prev_block_hash, Felt::ZERO);
+        } else {
+            assert!(encoded.blobs.len() >= 2, "the big block's batch needs several blobs");
+        }
+    }
 }
 
 #[tokio::test]
@@ -210,10 +251,14 @@ async fn big_data_is_split_into_blobs_and_submissions_never_truncated() {
     let small = (0..1000).find(|n| !chain.is_big_block(*n)).unwrap();
     let r = da.publish(da_request(&chain, "small", range(small, small)).await).await.unwrap();
     assert_eq!(r.chunks, 1);
-    assert_eq!(r.bytes, 32 * orch_devnet::da_felts_estimate(&chain.generate(small).state_diff) as u64);
+    assert_eq!(r.bytes, 32 * batch_blobs(&chain, range(small, small)).payload.len() as u64);
 
     let mut huge = None;
-    for n in (0..1000).filter(|n| chain.is_big_block(*n)) {
+    // Big blocks until one needs more than one submission (each costs its blobs' commitments).
+    for (i, n) in (0..1000).filter(|n| chain.is_big_block(*n)).enumerate() {
+        if huge.is_some() && i >= 3 {
+            break;
+        }
         let before = da.submissions();
         let r = da.publish(da_request(&chain, &format!("big{n}"), range(n, n)).await).await.unwrap();
         assert!(r.chunks >= 2, "block {n}: {r:?}");
@@ -255,4 +300,53 @@ async fn da_rejects_malformed_requests_and_unknown_references() {
     assert!(matches!(da.verify(&wrong_size).await.unwrap_err(), Error::NotFound { .. }));
     let junk = DaReference { id: "0xabc".into(), chunks: 1, bytes: 10 };
     assert!(matches!(da.verify(&junk).await.unwrap_err(), Error::NotFound { .. }));
+}
+
+#[tokio::test]
+async fn da_encode_gives_the_blobs_and_manifest_that_publish_makes_available() {
+    let chain = Arc::new(DevChain::fixed(2, 100));
+    let da = DevDa::new(DaConfig::default(), 2, ManualClock::at(0));
+    let big = (0..95).find(|n| chain.is_big_block(*n)).unwrap();
+    let r = range(big, big + 2);
+    let req = da_request(&chain, "da:x", r).await;
+    let payload = da.encode(&req).await.unwrap();
+    assert_eq!(payload, da.encode(&req).await.unwrap(), "deterministic");
+    let encoded = batch_blobs(&chain, r);
+    let n = encoded.blobs.len();
+    assert!(n >= 2, "{n} blobs");
+    let names: Vec<&str> = payload.artifacts.iter().map(|a| a.name.as_str()).collect();
+    let mut want: Vec<String> = (0..n).map(|i| format!("blob-{i}.bin")).collect();
+    want.push(MANIFEST.into());
+    assert_eq!(names, want);
+    let blobs: Vec<Blob> = payload.artifacts[..n].iter().map(|a| Blob::from_bytes(&a.bytes).unwrap()).collect();
+    assert_eq!(blobs, encoded.blobs);
+
+    let manifest: serde_json::Value = serde_json::from_slice(&payload.artifacts[n].bytes).unwrap();
+    assert_eq!(manifest["starknet_version"], DA_VERSION.to_string());
+    assert_eq!(manifest["payload_felts"], encoded.payload.len());
+    for (i, b) in blobs.iter().enumerate() {
+        let c = kzg::commit(b).unwrap();
+        assert_eq!(manifest["blobs"][i]["commitment"], c.to_string());
+        assert_eq!(manifest["blobs"][i]["versioned_hash"], kzg::versioned_hash(&c).to_string());
+    }
+    // The OS output of the range commits to the same blobs.
+    let os = DevOsRunner::new(chain.clone(), OsConfig::default());
+    let kzg_out = KzgDaOutput::parse(&os.run(&chain_id(), r).await.unwrap().program_output).unwrap();
+    assert_eq!(kzg_out.prove(&blobs).unwrap().len(), n);
+
+    let reference = da.publish(req).await.unwrap();
+    assert_eq!(reference.chunks as usize, n);
+    assert_eq!(reference.bytes, 32 * encoded.payload.len() as u64);
+}
+
+#[tokio::test]
+async fn da_squashes_a_batch_so_rewritten_keys_are_published_once() {
+    let chain = DevChain::fixed(1, 30);
+    let da = DevDa::new(DaConfig::default(), 1, ManualClock::at(0));
+    let one = da.publish(da_request(&chain, "one", range(12, 12)).await).await.unwrap();
+    // The same block's update three times (as a conformance suite may send): one block's worth.
+    let mut req = da_request(&chain, "three", range(12, 14)).await;
+    req.updates = vec![req.updates[0].clone(); 3];
+    let three = da.publish(req).await.unwrap();
+    assert_eq!((three.chunks, three.bytes), (one.chunks, one.bytes));
 }

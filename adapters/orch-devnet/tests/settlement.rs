@@ -8,13 +8,13 @@ use std::time::Duration;
 use common::{ManualClock, TempDir};
 use orch_core::chain::ChainSource;
 use orch_core::clock::Clock;
-use orch_core::da::DaReference;
+use orch_core::da::{Da, DaReference, DaRequest};
 use orch_core::error::Error;
 use orch_core::prove::OsRunner;
 use orch_core::settle::{ProofRegistrationRequest, SettledState, Settlement, StateUpdateRequest, TxStatus};
 use orch_core::types::{BlockRange, ChainId, TxHash};
 use orch_core::Felt;
-use orch_devnet::{DevChain, DevOsRunner, DevSettlement, OsConfig, SettlementConfig, LEDGER_FILE};
+use orch_devnet::{DaConfig, DevChain, DevDa, DevOsRunner, DevSettlement, OsConfig, SettlementConfig, LEDGER_FILE};
 
 fn range(a: u64, b: u64) -> BlockRange {
     BlockRange::new(a, b).unwrap()
@@ -24,15 +24,20 @@ fn da() -> DaReference {
     DaReference { id: "da-ref".into(), chunks: 1, bytes: 320 }
 }
 
-/// A correct update of `r` of `chain`, with an empty (non-dev) program output.
+fn chain_id() -> ChainId {
+    ChainId::new("devnet").unwrap()
+}
+
+/// A correct update of `r` of `chain`, with the devnet OS's program output for it.
 fn update(chain: &DevChain, key: &str, r: BlockRange) -> StateUpdateRequest {
+    let os = DevOsRunner::new(Arc::new(DevChain::fixed(chain.seed(), r.last() + 1)), OsConfig::default());
     StateUpdateRequest {
         dedup_key: key.into(),
         range: r,
         prev_root: chain.root_before(r.first()),
         new_root: chain.root_after(r.last()),
         block_hash: chain.block_hash(r.last()),
-        program_output: vec![],
+        program_output: os.output(&chain_id(), r).unwrap().program_output,
         da: da(),
     }
 }
@@ -139,6 +144,7 @@ async fn the_genesis_root_is_checked_when_configured() {
     let s = open(&dir2, ManualClock::at(0));
     let mut any = update(&chain, "a", range(0, 0));
     any.prev_root = Felt::from_u64(77);
+    any.program_output[0] = any.prev_root; // initial_root
     s.submit_state_update(any).await.unwrap();
 }
 
@@ -346,17 +352,78 @@ async fn with_registration_an_update_needs_its_proof_registered_first() {
 }
 
 #[tokio::test]
-async fn a_dev_program_output_must_agree_with_the_update() {
+async fn the_program_output_must_agree_with_the_update_and_the_ledger() {
     let (dir, chain) = (TempDir::new("po"), Arc::new(DevChain::fixed(1, 100)));
     let os = DevOsRunner::new(chain.clone(), OsConfig::default());
     let s = open(&dir, ManualClock::at(0));
-    let id = ChainId::new("devnet").unwrap();
     let mut req = update(&chain, "a", range(0, 1));
-    req.program_output = os.run(&id, range(0, 1)).await.unwrap().program_output;
+    req.program_output = os.run(&chain_id(), range(0, 1)).await.unwrap().program_output;
     s.submit_state_update(req).await.unwrap();
-    let mut req = update(&chain, "b", range(2, 3));
-    req.program_output = os.run(&id, range(2, 2)).await.unwrap().program_output;
-    let why = rejected_reason(s.submit_state_update(req).await.unwrap_err());
-    assert!(why.contains("program output says new root"), "{why}");
+
+    let good = update(&chain, "b", range(2, 3));
+    let reject = |edit: &dyn Fn(&mut StateUpdateRequest)| {
+        let mut req = good.clone();
+        edit(&mut req);
+        req
+    };
+    let cases: Vec<(StateUpdateRequest, &str)> = vec![
+        (reject(&|r| r.program_output = good.program_output[..9].to_vec()), "shorter than the 10-felt OS header"),
+        (reject(&|r| r.program_output = update(&chain, "x", range(2, 2)).program_output), "final_root"),
+        (reject(&|r| r.program_output[6] = Felt::ONE), "os_program_hash"),
+        (reject(&|r| r.program_output[2] = Felt::from_u64(0)), "prev_block_number"),
+        (reject(&|r| r.program_output[4] = Felt::from_u64(0xbad)), "prev_block_hash (the last settled block's hash)"),
+        (reject(&|r| r.program_output[9] = Felt::ONE), "full_output = 1"),
+        (reject(&|r| r.program_output[11] = Felt::from_u64(1000)), "n_blobs"),
+        (reject(&|r| r.program_output.push(Felt::ONE)), "1 felts follow the message segments"),
+        (reject(&|r| r.program_output.truncate(r.program_output.len() - 1)), "L1→L2 messages"),
+        (reject(&|r| r.program_output = vec![]), "verify_program_output = false"),
+    ];
+    for (req, want) in cases {
+        let why = rejected_reason(s.submit_state_update(req).await.unwrap_err());
+        assert!(why.contains(want) && why.contains("blocks 2..=3"), "want {want:?} in: {why}");
+    }
+    assert_eq!(s.applied().len(), 1);
+    s.submit_state_update(good).await.unwrap();
     assert_eq!(chain.latest_block().await.unwrap(), Some(99));
+}
+
+#[tokio::test]
+async fn the_program_output_must_commit_to_the_blobs_of_the_cited_publication() {
+    let (dir, chain) = (TempDir::new("po-da"), DevChain::fixed(1, 100));
+    let da = DevDa::new(DaConfig::default(), 1, ManualClock::at(0));
+    let publish = |key: &'static str, r: BlockRange| {
+        let da = &da;
+        let chain = &chain;
+        async move {
+            let updates = (r.first()..=r.last()).map(|n| chain.generate(n)).collect();
+            da.publish(DaRequest { dedup_key: key.into(), range: r, updates }).await.unwrap()
+        }
+    };
+    let s = open(&dir, ManualClock::at(0));
+    let own = publish("da:0-1", range(0, 1)).await;
+    let other = publish("da:0-2", range(0, 2)).await;
+    let mut req = update(&chain, "a", range(0, 1));
+    req.da = other;
+    let why = rejected_reason(s.submit_state_update(req.clone()).await.unwrap_err());
+    assert!(why.contains("not those of the blobs of DA publication"), "{why}");
+    // A reference of another devnet (seed) is not checked: its blobs are out of sight.
+    req.da = DevDa::new(DaConfig::default(), 2, ManualClock::at(0))
+        .publish(DaRequest { dedup_key: "k".into(), range: range(0, 0), updates: vec![chain.generate(5)] })
+        .await
+        .unwrap();
+    s.submit_state_update(req.clone()).await.unwrap();
+    let dir2 = TempDir::new("po-da-own");
+    let s2 = open(&dir2, ManualClock::at(0));
+    req.da = own;
+    s2.submit_state_update(req).await.unwrap();
+}
+
+#[tokio::test]
+async fn without_verification_any_program_output_settles() {
+    let (dir, chain) = (TempDir::new("po-off"), DevChain::fixed(1, 100));
+    let cfg = SettlementConfig { verify_program_output: false, ..SettlementConfig::default() };
+    let s = DevSettlement::open(dir.path(), cfg, 1, ManualClock::at(0)).unwrap();
+    let mut req = update(&chain, "a", range(0, 0));
+    req.program_output = vec![Felt::ONE];
+    s.submit_state_update(req).await.unwrap();
 }

@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use num_bigint::BigUint;
-use orch_blob::{kzg, Blob, FIELD_ELEMENTS_PER_BLOB};
+use orch_blob::{kzg, Blob, KzgDaOutput, X0Formula, FIELD_ELEMENTS_PER_BLOB};
 use orch_core::Felt;
 
 /// 4096 pseudo-random felts (deterministic, so runs compare).
@@ -114,6 +114,32 @@ fn kzg_parallel(c: &mut Criterion) {
     g.finish();
 }
 
+/// What building a KZG-DA program output costs per full blob, beside the commitment: `x_0`
+/// (Poseidon over the 4096 felts and the commitment) and `y` by evaluating the coefficients.
+fn os_output(c: &mut Criterion) {
+    let felts = full_felts();
+    let blob = Blob::from_felts(&felts).expect("4096 felts fit one blob");
+    let commitment = kzg::commit(&blob).expect("commits");
+    let mut g = c.benchmark_group("os_output_per_blob");
+    g.sample_size(20);
+    g.bench_function("x_0 (Poseidon, 0.13.2+ formula)", |b| {
+        b.iter(|| X0Formula::V0_13_2.x_0(black_box(&felts), &[commitment]).expect("hashes"))
+    });
+    g.bench_function("KzgDaOutput::from_blobs (x_0 + y)", |b| {
+        b.iter(|| {
+            KzgDaOutput::from_blobs(
+                black_box(&felts),
+                std::slice::from_ref(&blob),
+                vec![commitment],
+                X0Formula::V0_13_2,
+            )
+            .expect("builds")
+        })
+    });
+    g.bench_function("kzg::commit", |b| b.iter(|| kzg::commit(black_box(&blob)).expect("commits")));
+    g.finish();
+}
+
 fn majin_comparison(c: &mut Criterion) {
     let blob = Blob::from_felts(&full_felts()).expect("4096 felts fit one blob");
     let elements: Vec<BigUint> = blob.as_bytes().chunks_exact(32).map(BigUint::from_bytes_be).collect();
@@ -131,5 +157,5 @@ fn majin_comparison(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, transforms, da_step, kzg_precompute, kzg_parallel, majin_comparison);
+criterion_group!(benches, transforms, da_step, kzg_precompute, kzg_parallel, os_output, majin_comparison);
 criterion_main!(benches);

@@ -254,27 +254,49 @@ pub fn sidecar(blob: &Blob) -> Result<BlobSidecar> {
 /// commitment and proof is ~125 ms of one core per blob; the blobs are independent). The
 /// result is in blob order; the first failure (by blob order) is returned.
 pub fn sidecars(blobs: &[Blob]) -> Result<Vec<BlobSidecar>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    sidecars_on(blobs, threads)
+    sidecars_on(blobs, default_threads())
 }
 
 /// [`sidecars`] on at most `threads` threads (1: on the calling thread).
 pub fn sidecars_on(blobs: &[Blob], threads: usize) -> Result<Vec<BlobSidecar>> {
+    par_map(blobs, threads, "sidecar", sidecar)
+}
+
+/// [`commit`] to every blob, on up to [`std::thread::available_parallelism`] threads. In blob
+/// order; the first failure (by blob order) is returned.
+pub fn commitments(blobs: &[Blob]) -> Result<Vec<KzgCommitment>> {
+    commitments_on(blobs, default_threads())
+}
+
+/// [`commitments`] on at most `threads` threads (1: on the calling thread).
+pub fn commitments_on(blobs: &[Blob], threads: usize) -> Result<Vec<KzgCommitment>> {
+    par_map(blobs, threads, "blob_to_kzg_commitment", commit)
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `f` of every blob on at most `threads` scoped threads, in blob order.
+fn par_map<T: Send>(
+    blobs: &[Blob],
+    threads: usize,
+    operation: &'static str,
+    f: fn(&Blob) -> Result<T>,
+) -> Result<Vec<T>> {
     let threads = threads.clamp(1, blobs.len().max(1));
     if threads == 1 {
-        return blobs.iter().map(sidecar).collect();
+        return blobs.iter().map(f).collect();
     }
     // Contiguous shares keep the output in blob order without sorting.
     let share = blobs.len().div_ceil(threads);
-    let parts: Vec<Result<Vec<BlobSidecar>>> = std::thread::scope(|scope| {
+    let parts: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
-            blobs.chunks(share).map(|part| scope.spawn(move || part.iter().map(sidecar).collect())).collect();
+            blobs.chunks(share).map(|part| scope.spawn(move || part.iter().map(f).collect())).collect();
         handles
             .into_iter()
             .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Kzg { operation: "sidecar", source: "a proving thread panicked".into() })
-                })
+                h.join().unwrap_or_else(|_| Err(Error::Kzg { operation, source: "a proving thread panicked".into() }))
             })
             .collect()
     });
@@ -306,6 +328,10 @@ mod tests {
         }
         assert_eq!(sidecars(&blobs).unwrap(), one_by_one);
         assert!(sidecars(&[]).unwrap().is_empty());
+        let commitments_one_by_one: Vec<_> = one_by_one.iter().map(|s| s.commitment).collect();
+        for threads in [1, 2, 8] {
+            assert_eq!(commitments_on(&blobs, threads).unwrap(), commitments_one_by_one, "{threads} threads");
+        }
     }
 
     #[test]

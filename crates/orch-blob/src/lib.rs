@@ -8,6 +8,7 @@ pub mod input;
 pub mod kzg;
 mod ntt;
 pub mod os_output;
+pub mod squash;
 mod u256;
 pub mod version;
 
@@ -20,9 +21,12 @@ pub use blob::{
 };
 pub use da::{oracle_addresses, DaContract, DaStateDiff, NoOracle, NonceOracle};
 pub use error::{Error, Result};
-pub use input::{format_felt_list, parse_felt_list, parse_nonces, parse_state_update};
+pub use input::{
+    format_felt_list, parse_diff_document, parse_felt_list, parse_nonces, parse_state_update, DecodedDiff, DiffDocument,
+};
 pub use kzg::{BlobSidecar, KzgCommitment, KzgProof, Scalar, VersionedHash};
-pub use os_output::KzgDaOutput;
+pub use os_output::{KzgDaBatch, KzgDaOutput, OsOutputHeader, X0Formula};
+pub use squash::{squash_state_diffs, squash_state_updates};
 pub use version::{Compression, DaLayout, Encoding, NoncePolicy, StarknetVersion};
 
 /// The result of encoding one state diff for DA.
@@ -65,6 +69,18 @@ pub fn encode_state_diff(
 ) -> Result<Encoded> {
     let diff = DaStateDiff::from_state_diff(diff, nonces, encoding.nonces)?;
     encode_da_state_diff(diff, encoding)
+}
+
+/// Encodes the state diffs of a batch of consecutive blocks (in block order) as the one diff
+/// the OS publishes for the batch: squashed ([`squash_state_diffs`]), then as
+/// [`encode_state_diff`]. Under [`NoncePolicy::Oracle`] the oracle answers with nonces after the
+/// batch's last block.
+pub fn encode_batch<'a>(
+    diffs: impl IntoIterator<Item = &'a StateDiff>,
+    nonces: &(impl NonceOracle + ?Sized),
+    encoding: Encoding,
+) -> Result<Encoded> {
+    encode_state_diff(&squash_state_diffs(diffs), nonces, encoding)
 }
 
 /// Encodes an already normalized diff.

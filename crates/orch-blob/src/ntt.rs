@@ -173,6 +173,13 @@ pub(crate) fn fr_from_be(b: &[u8]) -> Option<Fr> {
     Fr::from_bigint(BigInt(be_to_limbs(b)?))
 }
 
+/// The 32 big-endian bytes of a scalar's canonical value.
+pub(crate) fn fr_to_be(x: &Fr) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    limbs_to_be(&x.into_bigint().0, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,13 +162,46 @@ impl JobHandler for RegistrationHandler {
     }
 }
 
-/// DA: publish the batch's state updates, wait for inclusion.
+/// DA: have the DA layer encode the batch's state updates (for blob DA: the blobs of the
+/// squashed diff), keep what it encoded as artefacts, publish, wait for inclusion.
+///
+/// The encoding lives in the adapter ([`Da::encode`]), not here: it is the layer's format, and
+/// the blob codec's crypto does not belong in the core. Storing it before publishing lets a
+/// later stage read exactly the published bytes (`artifacts["blob-<i>"]` of this job).
 #[derive(Debug)]
 pub struct DaHandler {
     /// Ports.
     pub ports: PipelinePorts,
     /// Poll interval.
     pub poll: Duration,
+}
+
+impl DaHandler {
+    /// Stores the layer's payload for `req` under the job's artefact prefix, recording each
+    /// piece in the job's artefacts by its name without extension. Nothing for a layer with
+    /// no payload of its own (`Unsupported`). Deterministic, so a retry rewrites the same bytes.
+    async fn store_payload(&self, ctx: &mut JobCtx, req: &DaRequest) -> Result<()> {
+        let payload = match self.ports.da.encode(req).await {
+            Ok(p) => p,
+            Err(Error::Unsupported { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let chain = ctx.job().key.chain.clone();
+        let mut seen = std::collections::HashSet::new();
+        for a in payload.artifacts {
+            if a.name.is_empty() || a.name.contains('/') || !seen.insert(a.name.clone()) {
+                return Err(Error::internal(format!(
+                    "the DA layer's payload names an artefact {:?}: names must be unique, non-empty single path segments",
+                    a.name
+                )));
+            }
+            let key = artifact_key(&chain, JobKind::DataSubmission, req.range, &a.name)?;
+            self.ports.storage.put(&key, a.bytes).await?;
+            let label = a.name.rsplit_once('.').map_or(a.name.as_str(), |(stem, _)| stem).to_owned();
+            ctx.meta_mut().artifacts.insert(label, key);
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -182,7 +215,9 @@ impl JobHandler for DaHandler {
         for n in range.first()..=range.last() {
             updates.push(self.ports.chain.state_update(n).await?);
         }
-        let reference = self.ports.da.publish(DaRequest { dedup_key: intent, range, updates }).await?;
+        let req = DaRequest { dedup_key: intent, range, updates };
+        self.store_payload(ctx, &req).await?;
+        let reference = self.ports.da.publish(req).await?;
         let meta = ctx.meta_mut();
         meta.extra.insert("da_bytes".into(), reference.bytes.to_string());
         meta.extra.insert("da_chunks".into(), reference.chunks.to_string());
