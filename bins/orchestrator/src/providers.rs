@@ -182,14 +182,14 @@ impl Simulated<'_> {
             Some(w) => w,
             None => {
                 let mut d = self.cfg.devnet.clone();
-            // One first block for both sides: the ledger expects its first update where the
-            // engine starts creating jobs.
-            d.settlement.start_block = self.cfg.engine.start_block;
-            if let Some(n) = self.fixed_blocks {
-                // `dev --blocks N`: the whole chain exists from the start.
-                d.chain.blocks = Some(n);
-                d.chain.block_time = std::time::Duration::ZERO;
-            }
+                // One first block for both sides: the ledger expects its first update where the
+                // engine starts creating jobs.
+                d.settlement.start_block = self.cfg.engine.start_block;
+                if let Some(n) = self.fixed_blocks {
+                    // `dev --blocks N`: the whole chain exists from the start.
+                    d.chain.blocks = Some(n);
+                    d.chain.block_time = std::time::Duration::ZERO;
+                }
                 orch_devnet::Devnet::open(d, self.cfg.devnet_dir(), self.clock.clone())?
             }
         };

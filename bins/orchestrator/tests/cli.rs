@@ -256,7 +256,8 @@ fn config_show_redacts_secrets() {
     if !cfg!(feature = "postgres") {
         return;
     }
-    let o = show(&[("ORCH_DATABASE__PROVIDER", "postgres"), ("ORCH_DATABASE__URL", "postgres://u:hunter2@db:5432/orch")]);
+    let o =
+        show(&[("ORCH_DATABASE__PROVIDER", "postgres"), ("ORCH_DATABASE__URL", "postgres://u:hunter2@db:5432/orch")]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!text.contains("hunter2"), "secret printed: {text}");

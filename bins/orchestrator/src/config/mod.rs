@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub(crate) use self::sections::{
-    AlertsProvider, ChainProvider, DaProvider, DatabaseProvider, OsProvider, ProverProvider, QueueProvider,
-    RawSection, SettlementProvider, StorageProvider,
+    AlertsProvider, ChainProvider, DaProvider, DatabaseProvider, OsProvider, ProverProvider, QueueProvider, RawSection,
+    SettlementProvider, StorageProvider,
 };
 
 /// The HTTP API.
@@ -122,8 +122,7 @@ impl AppConfig {
     #[allow(irrefutable_let_patterns)] // builds with a single storage provider
     fn from_raw(raw: RawConfig) -> anyhow::Result<AppConfig> {
         raw.engine.validate().map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
-        let chain_id =
-            ChainId::new(&raw.chain_id).map_err(|e| anyhow::anyhow!("invalid config at `chain_id`: {e}"))?;
+        let chain_id = ChainId::new(&raw.chain_id).map_err(|e| anyhow::anyhow!("invalid config at `chain_id`: {e}"))?;
         let mut cfg = AppConfig {
             chain_id,
             engine: raw.engine,

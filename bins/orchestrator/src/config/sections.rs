@@ -33,7 +33,9 @@ impl RawSection {
                 "invalid config at `{section}`: provider = \"{p}\" and layer = \"{l}\" disagree; set only one of them"
             ),
             (_, Some(_)) if section != "settlement" => {
-                anyhow::bail!("invalid config at `{section}.layer`: unknown option; the provider is set with `provider = …`")
+                anyhow::bail!(
+                    "invalid config at `{section}.layer`: unknown option; the provider is set with `provider = …`"
+                )
             }
             (Some(p), _) | (None, Some(p)) => Ok(p),
             (None, None) => Ok(default),
@@ -96,7 +98,8 @@ pub(crate) struct Provider {
 
 /// Why a section's provider cannot be used by this binary: one line, with the fix.
 fn unavailable(section: &str, name: &str, known: &[Provider]) -> anyhow::Error {
-    let quoted = |it: &mut dyn Iterator<Item = &Provider>| it.map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ");
+    let quoted =
+        |it: &mut dyn Iterator<Item = &Provider>| it.map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ");
     match known.iter().find(|p| p.name == name) {
         Some(p) if p.planned => anyhow::anyhow!(
             "[{section}] provider \"{name}\" is planned but not in this release of orch yet; available here: {}",
