@@ -1,6 +1,6 @@
 //! The provider sections (`[database]`, `[queue]`, …) as typed enums tagged by `provider`.
 //!
-//! Each enum is declared once with [`provider_section!`]: the variant, the name a config uses,
+//! Each enum is declared once with `provider_section!`: the variant, the name a config uses,
 //! the Cargo feature that compiles it in and the adapter's own config type. From that one
 //! declaration come the enum (a variant exists only when its feature is on), the parser that
 //! turns a raw section into it, and the table of providers that `config check` and the error
@@ -116,7 +116,7 @@ fn unavailable(section: &str, name: &str, known: &[Provider]) -> anyhow::Error {
     }
 }
 
-/// `Some(feature)` when a feature is given, else `None` (for [`provider_section!`]).
+/// `Some(feature)` when a feature is given, else `None` (for `provider_section!`).
 macro_rules! feature_of {
     () => {
         None
