@@ -5,14 +5,14 @@
 # recompiles and fails unless the result equals the committed artefact byte for byte.
 #
 # solc comes from npm (pinned below) into a cache outside the clone, the same one
-# scripts/services.sh installs into; ORCH_SOLCJS points at another solcjs.
+# scripts/services.sh installs into; ORCH_TEST_SOLCJS points at another solcjs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SOLC_VERSION=0.8.30
 EVM_VERSION=cancun # blobhash and the point evaluation precompile (0x0a)
 npm_dir="${ORCH_NPM_DIR:-${ORCH_CACHE:-$HOME/.cache/orch}/tools/npm}"
-solcjs="${ORCH_SOLCJS:-$npm_dir/node_modules/.bin/solcjs}"
+solcjs="${ORCH_TEST_SOLCJS:-$npm_dir/node_modules/.bin/solcjs}"
 if [ ! -x "$solcjs" ]; then
   mkdir -p "$npm_dir"
   npm install --prefix "$npm_dir" --no-audit --no-fund --silent "solc@$SOLC_VERSION" >&2

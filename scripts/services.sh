@@ -134,8 +134,8 @@ svc_kafka() {
 
 # An Ethereum dev node with EIP-4844 blobs: anvil from npm, whose default hardfork has the Osaka
 # rules (EIP-7594 cell proofs). solc from npm comes along for scripts/build-contracts.sh. Both go
-# into a cache outside the clone; ORCH_ANVIL_BIN lets tests start private nodes (e.g. with
-# `--hardfork prague` for EIP-4844 blob proofs), ORCH_SOLCJS names the compiler.
+# into a cache outside the clone; ORCH_TEST_ANVIL_BIN lets tests start private nodes (e.g. with
+# `--hardfork prague` for EIP-4844 blob proofs), ORCH_TEST_SOLCJS names the compiler.
 ORCH_ANVIL_VERSION=1.7.1
 ORCH_SOLC_VERSION=0.8.30
 svc_anvil() {
@@ -168,8 +168,8 @@ svc_anvil() {
     return 1
   fi
   export ORCH_TEST_ANVIL_URL="${ORCH_TEST_ANVIL_URL:-http://127.0.0.1:8545}"
-  export ORCH_ANVIL_BIN="${ORCH_ANVIL_BIN:-$anvil}"
-  export ORCH_SOLCJS="${ORCH_SOLCJS:-$solcjs}"
+  export ORCH_TEST_ANVIL_BIN="${ORCH_TEST_ANVIL_BIN:-$anvil}"
+  export ORCH_TEST_SOLCJS="${ORCH_TEST_SOLCJS:-$solcjs}"
 }
 
 svc_stop() {

@@ -78,7 +78,7 @@ async fn kzg_batches_settle_with_cell_proofs_on_the_default_hardfork() {
 
 #[tokio::test]
 async fn kzg_batch_settles_with_blob_proofs_on_prague() {
-    let Some(bin) = env_or_skip("ORCH_ANVIL_BIN") else { return };
+    let Some(bin) = env_or_skip("ORCH_TEST_ANVIL_BIN") else { return };
     let anvil = PrivateAnvil::start(&bin, &["--hardfork", "prague"]).await;
     settle_batches(&anvil.url, SidecarForm::Auto, ProofForm::Blob, &[4097, 200]).await;
 }

@@ -218,7 +218,12 @@ pub(crate) fn load(sources: &Sources<'_>, engine_defaults: EngineConfig) -> anyh
             }
         }
     }
-    fig = fig.merge(Env::prefixed("ORCH_").split("__").map(|k| k.as_str().to_ascii_lowercase().into()));
+    // `ORCH_TEST_*` is reserved for the test services' addresses (scripts/services.sh).
+    let env = Env::prefixed("ORCH_")
+        .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+        .split("__")
+        .map(|k| k.as_str().to_ascii_lowercase().into());
+    fig = fig.merge(env);
     if let Some(d) = sources.data_dir {
         fig = fig.merge(Serialized::default("data_dir", d));
     }
