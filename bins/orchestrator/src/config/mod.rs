@@ -218,9 +218,13 @@ pub(crate) fn load(sources: &Sources<'_>, engine_defaults: EngineConfig) -> anyh
             }
         }
     }
-    // `ORCH_TEST_*` is reserved for the test services' addresses (scripts/services.sh).
+    // `ORCH_TEST_*` and `ORCH_REQUIRE_SERVICES` belong to the test suite (scripts/services.sh,
+    // scripts/test.sh), not to the configuration.
     let env = Env::prefixed("ORCH_")
-        .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+        .filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            !k.starts_with("test_") && k != "require_services"
+        })
         .split("__")
         .map(|k| k.as_str().to_ascii_lowercase().into());
     fig = fig.merge(env);
