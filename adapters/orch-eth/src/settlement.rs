@@ -12,9 +12,8 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
 use async_trait::async_trait;
 use orch_blob::kzg::KzgProof;
-use orch_blob::{Blob, KzgDaOutput, MAX_BLOBS_PER_TRANSACTION};
+use orch_blob::{Blob, KzgDaOutput, OsOutputHeader, MAX_BLOBS_PER_TRANSACTION};
 use orch_core::error::{Error, Result};
-use orch_core::felt::STARK_PRIME;
 use orch_core::settle::{
     ProofRegistrationRequest, SettledState, Settlement, SettlementCapabilities, StateUpdateRequest, TxStatus,
 };
@@ -243,58 +242,9 @@ fn mismatch(name: &str, request: impl fmt::Display, output: &Felt) -> Error {
     )
 }
 
-/// Length of the Starknet OS output header.
-const HEADER_LEN: usize = 10;
-
-/// The header fields the contract reads (`[0..6]` and `use_kzg_da` at `[8]`).
-struct Header {
-    initial_root: Felt,
-    final_root: Felt,
-    prev_block_number: Felt,
-    new_block_number: Felt,
-    new_block_hash: Felt,
-    use_kzg_da: bool,
-}
-
-fn parse_header(out: &[Felt]) -> Result<Header> {
-    if out.len() < HEADER_LEN {
-        return Err(Error::invalid_input(
-            "program_output",
-            format!("{} felts, shorter than the {HEADER_LEN}-felt Starknet OS header", out.len()),
-        ));
-    }
-    let use_kzg_da = match out[8] {
-        f if f == Felt::ZERO => false,
-        f if f == Felt::ONE => true,
-        f => return Err(Error::invalid_input("program_output", format!("use_kzg_da (index 8) is {f}, not 0 or 1"))),
-    };
-    Ok(Header {
-        initial_root: out[0],
-        final_root: out[1],
-        prev_block_number: out[2],
-        new_block_number: out[3],
-        new_block_hash: out[5],
-        use_kzg_da,
-    })
-}
-
-/// The OS's `prev_block_number` for a batch starting at `first`: `first - 1` in the field,
-/// so p - 1 before block 0.
-fn block_before(first: u64) -> Felt {
-    match first.checked_sub(1) {
-        Some(n) => Felt::from_u64(n),
-        None => {
-            let mut p_minus_1 = STARK_PRIME;
-            // p ends in 0x01: no borrow.
-            p_minus_1[31] -= 1;
-            Felt::from_be_bytes(p_minus_1).unwrap_or(Felt::ZERO)
-        }
-    }
-}
-
 /// The request's fields must be what its program output says: the contract reads only the
 /// output, the engine only the request.
-fn check_request(req: &StateUpdateRequest, h: &Header) -> Result<()> {
+fn check_request(req: &StateUpdateRequest, h: &OsOutputHeader) -> Result<()> {
     if h.initial_root != req.prev_root {
         return Err(mismatch("initial root", req.prev_root, &h.initial_root));
     }
@@ -307,7 +257,7 @@ fn check_request(req: &StateUpdateRequest, h: &Header) -> Result<()> {
     if h.new_block_number != Felt::from_u64(req.range.last()) {
         return Err(mismatch("new block number", req.range.last(), &h.new_block_number));
     }
-    if h.prev_block_number != block_before(req.range.first()) {
+    if h.prev_block_number != OsOutputHeader::block_before(req.range.first()) {
         return Err(mismatch(
             "previous block number",
             format!("first block {}", req.range.first()),
@@ -356,7 +306,7 @@ impl Settlement for EthSettlement {
         if let Some(tx) = sent.get(&req.dedup_key) {
             return Ok(tx.clone());
         }
-        let header = parse_header(&req.program_output)?;
+        let header = OsOutputHeader::parse(&req.program_output).map_err(output_err)?;
         check_request(&req, &header)?;
         let what = format!("update state to block {} ({})", req.range.last(), req.dedup_key);
         let tx = if header.use_kzg_da {
@@ -420,7 +370,7 @@ impl Settlement for EthSettlement {
 /// `updateState`'s data arguments for a calldata-DA output: keccak-256 of the 32-byte words
 /// after the header, and their count.
 fn onchain_data(output: &[Felt]) -> (U256, U256) {
-    let data = output.get(HEADER_LEN..).unwrap_or_default();
+    let data = output.get(orch_blob::os_output::HEADER_LEN..).unwrap_or_default();
     let bytes: Vec<u8> = data.iter().flat_map(|f| f.to_be_bytes()).collect();
     (U256::from_be_bytes(keccak256(bytes).0), U256::from(data.len()))
 }
