@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod blobs;
+mod budget;
 mod chain;
 mod config;
 mod da;
@@ -27,6 +28,7 @@ use orch_core::types::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use blobs::DA_VERSION;
+pub use budget::blob_budget;
 pub use chain::{da_felts_estimate, DevChain, STARKNET_VERSION};
 pub use config::{
     ChainConfig, DaConfig, DevnetConfig, FailProof, Faults, KzgMode, OsConfig, ProverConfig, SettlementConfig,

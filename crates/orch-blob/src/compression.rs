@@ -61,7 +61,8 @@ impl Bound {
     }
 }
 
-fn bucket_of(value: &Felt) -> usize {
+/// The unique-value bucket (0..=5) `value` goes to when first seen.
+pub(crate) fn bucket_of(value: &Felt) -> usize {
     let bits = value.bits();
     // The narrowest bucket that fits; bucket 0 (252 bits) fits every felt.
     (0..N_BITS_PER_BUCKET.len()).rev().find(|&b| bits <= N_BITS_PER_BUCKET[b]).unwrap_or(0)
@@ -94,6 +95,24 @@ fn pack(elms: &[U256], bound: Bound, out: &mut Vec<Felt>) -> Result<()> {
         })?);
     }
     Ok(())
+}
+
+/// Felts needed to pack `n` elements under `bound`.
+fn packed_len(n: usize, bound: Bound) -> usize {
+    n.div_ceil(bound.elms_per_felt())
+}
+
+/// The length of [`compress`]'s output for a list of `data_len` felts whose distinct values
+/// fall `unique[b]` into bucket `b`: the output depends only on these counts (every other value
+/// is a repetition), so a caller that keeps them can size a list without compressing it.
+pub(crate) fn compressed_len(data_len: usize, unique: &[usize; 6]) -> usize {
+    let n_unique: usize = unique.iter().sum();
+    let mut len = packed_len(HEADER_LEN, Bound::Pow2(HEADER_ELM_N_BITS));
+    for (&n, bits) in unique.iter().zip(N_BITS_PER_BUCKET) {
+        len += packed_len(n, Bound::Pow2(bits));
+    }
+    len += packed_len(data_len - n_unique, Bound::Small(n_unique as u64));
+    len + packed_len(data_len, Bound::Small(TOTAL_N_BUCKETS))
 }
 
 /// Compresses a felt list as the Starknet ≥ 0.13.3 OS does.
@@ -315,6 +334,39 @@ mod tests {
         assert_eq!(c.len(), 5);
         let (d, used) = decompress(&c).unwrap();
         assert_eq!((d, used), (data, 5));
+    }
+
+    fn counts(data: &[Felt]) -> [usize; 6] {
+        let mut unique = [0; 6];
+        for v in data.iter().collect::<std::collections::HashSet<_>>() {
+            unique[bucket_of(v)] += 1;
+        }
+        unique
+    }
+
+    #[test]
+    fn compressed_len_matches_compress_from_counts_alone() {
+        let mut cases: Vec<Vec<Felt>> = vec![vec![], vec![f(0)], (0..100).map(|i| f(i % 3)).collect()];
+        // Every bucket, lengths around the packing boundaries, and many repetitions.
+        for n in [1usize, 15, 16, 17, 82, 83, 84, 250, 251, 252, 1000, 5000] {
+            let mixed: Vec<Felt> = (0..n as u64)
+                .map(|i| match i % 7 {
+                    0 => f(i),
+                    1 => f(i << 20),
+                    2 => f(i << 40),
+                    3 => Felt::from_u128((i as u128) << 70),
+                    4 => Felt::from_u128((i as u128) << 100),
+                    5 => Felt::from_hex("x", "0x7ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff")
+                        .unwrap(),
+                    _ => f(i % 5),
+                })
+                .collect();
+            cases.push(mixed);
+        }
+        for data in cases {
+            let c = compress(&data).unwrap();
+            assert_eq!(compressed_len(data.len(), &counts(&data)), c.len(), "{} felts", data.len());
+        }
     }
 
     #[test]

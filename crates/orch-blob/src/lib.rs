@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod blob;
+pub mod budget;
 pub mod compression;
 pub mod da;
 pub mod error;
@@ -19,6 +20,7 @@ pub use blob::{
     blobs_to_felts, felts_to_blobs, split_into_transactions, Blob, BYTES_PER_BLOB, FIELD_ELEMENTS_PER_BLOB,
     MAX_BLOBS_PER_TRANSACTION,
 };
+pub use budget::{BlobBudget, BlobFill};
 pub use da::{oracle_addresses, DaContract, DaStateDiff, NoOracle, NonceOracle};
 pub use error::{Error, Result};
 pub use input::{

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::types::JobKind;
 
+/// The most blobs `batch_blobs` may ask for: what one Starknet state-update transaction on
+/// Ethereum carries (EIP-4844/7691, and the Starknet OS's limit).
+pub const MAX_BATCH_BLOBS: u32 = 6;
+
 /// What to do when verification runs past its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -93,8 +97,15 @@ pub struct EngineConfig {
     pub on_verify_timeout: TimeoutPolicy,
     /// Retries.
     pub retry: RetryPolicy,
-    /// Blocks per batch (default 1).
+    /// Blocks per batch (default 1). With `batch_blobs` this is the most blocks a batch takes.
     pub batch_size: u64,
+    /// Blobs a batch's DA data may fill, 1–6 (default unset: batches are sized by
+    /// `batch_size` and `batch_timeout` only). When set, a batch also closes before the first
+    /// block whose data would not fit that many blobs (the batch's squashed, compressed state
+    /// diff, as the DA layer encodes it). Needs a budget given to the engine
+    /// (`EngineBuilder::batch_budget`, e.g. `orch_blob::BlobBudget`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_blobs: Option<u32>,
     /// How long a batch waits to fill up before it closes with the blocks it has (default 60s).
     #[serde(with = "crate::duration")]
     pub batch_timeout: Duration,
@@ -127,6 +138,7 @@ impl Default for EngineConfig {
             on_verify_timeout: TimeoutPolicy::Reprocess,
             retry: RetryPolicy::default(),
             batch_size: 1,
+            batch_blobs: None,
             batch_timeout: Duration::from_secs(60),
             max_blocks_ahead: 64,
             start_block: 0,
@@ -161,6 +173,17 @@ impl EngineConfig {
         }
         if self.batch_size == 0 {
             return err("batch_size", "must be at least 1 block");
+        }
+        if let Some(n) = self.batch_blobs {
+            if !(1..=MAX_BATCH_BLOBS).contains(&n) {
+                return err(
+                    "batch_blobs",
+                    &format!(
+                        "is {n}; it must be between 1 and {MAX_BATCH_BLOBS} (the blobs one Ethereum state-update \
+                         transaction carries), or unset to size batches by batch_size only"
+                    ),
+                );
+            }
         }
         if self.max_blocks_ahead < self.batch_size {
             return err("max_blocks_ahead", "must be at least batch_size");
@@ -199,5 +222,25 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("engine.workers"));
         let c = EngineConfig { concurrent_claims: 0, ..EngineConfig::default() };
         assert!(c.validate().unwrap_err().to_string().contains("engine.concurrent_claims"));
+    }
+
+    #[test]
+    fn batch_blobs_must_be_one_to_six() {
+        for ok in [1, 6] {
+            EngineConfig { batch_blobs: Some(ok), ..EngineConfig::default() }.validate().unwrap();
+        }
+        for bad in [0, 7] {
+            let e = EngineConfig { batch_blobs: Some(bad), ..EngineConfig::default() }.validate().unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("engine.batch_blobs") && e.contains("between 1 and 6"), "{e}");
+        }
+    }
+
+    #[test]
+    fn batch_blobs_reads_from_the_engine_section_and_is_omitted_when_unset() {
+        let c: EngineConfig = serde_json::from_value(serde_json::json!({ "batch_blobs": 6 })).unwrap();
+        assert_eq!(c.batch_blobs, Some(6));
+        let v = serde_json::to_value(EngineConfig::default()).unwrap();
+        assert!(v.get("batch_blobs").is_none(), "{v}");
     }
 }

@@ -4,6 +4,7 @@
 //! claims are leased and every worker write is fenced on the claim's epoch, so at most one
 //! worker's result counts, whatever crashes, stalls or duplicate messages happen.
 
+pub mod budget;
 mod config;
 mod creator;
 pub mod graph;
@@ -20,7 +21,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{EngineConfig, RetryPolicy, TimeoutPolicy};
+pub use budget::{BatchBudget, BatchFill, Fill};
+pub use config::{EngineConfig, RetryPolicy, TimeoutPolicy, MAX_BATCH_BLOBS};
 pub use handler::{JobCtx, JobHandler, Outcome, Verdict};
 pub use stats::EngineStats;
 
@@ -66,6 +68,8 @@ pub(crate) struct Shared {
     alerts: Arc<dyn Alerts>,
     handlers: [Option<Arc<dyn JobHandler>>; JobKind::COUNT],
     creator: Option<CreatorPorts>,
+    /// Closes batches on their DA size too (`EngineBuilder::batch_budget`).
+    budget: Option<Arc<dyn BatchBudget>>,
     with_registration: bool,
     roles: Roles,
     worker_id: WorkerId,
@@ -101,6 +105,7 @@ pub struct EngineBuilder {
     alerts: Arc<dyn Alerts>,
     handlers: [Option<Arc<dyn JobHandler>>; JobKind::COUNT],
     creator: Option<CreatorPorts>,
+    budget: Option<Arc<dyn BatchBudget>>,
     with_registration: bool,
     roles: Roles,
     worker_id: Option<WorkerId>,
@@ -149,6 +154,20 @@ impl EngineBuilder {
         self
     }
 
+    /// Sizes batches by their DA data too: the job creator adds blocks to a batch while the
+    /// batch's data still fits `budget`, and closes it on the budget, `batch_size` or
+    /// `batch_timeout`, whichever comes first; the block that would overflow starts the next
+    /// batch. A block that alone exceeds the budget becomes a batch of one block (with a
+    /// warning): the settlement layer then refuses it with its own reason.
+    ///
+    /// Without one, batches are sized by block count and timeout only. Required when
+    /// `engine.batch_blobs` is set (build it from that value, e.g.
+    /// `orch_blob::BlobBudget::new(n, encoding)`).
+    pub fn batch_budget(mut self, budget: Arc<dyn BatchBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
     /// Which loops to run (default: all).
     pub fn roles(mut self, roles: Roles) -> Self {
         self.roles = roles;
@@ -167,6 +186,15 @@ impl EngineBuilder {
         if self.roles.work && self.handlers.iter().all(Option::is_none) {
             return Err(Error::invalid_input("engine", "no job handlers: call .pipeline(..) or .handler(..)"));
         }
+        if let (Some(n), None, true) = (self.cfg.batch_blobs, &self.budget, self.roles.create) {
+            return Err(Error::invalid_input(
+                "engine.batch_blobs",
+                format!(
+                    "is {n} but the engine was given no batch budget: call EngineBuilder::batch_budget(..) with a \
+                     budget of {n} blobs (orch_blob::BlobBudget), or unset batch_blobs"
+                ),
+            ));
+        }
         let claims = self.cfg.concurrent_claims.min(self.cfg.workers);
         Ok(Engine {
             shared: Arc::new(Shared {
@@ -179,6 +207,7 @@ impl EngineBuilder {
                 alerts: self.alerts,
                 handlers: self.handlers,
                 creator: self.creator,
+                budget: self.budget,
                 with_registration: self.with_registration,
                 roles: self.roles,
                 worker_id: self.worker_id.unwrap_or_else(|| WorkerId::random("orch")),
@@ -212,6 +241,7 @@ impl Engine {
             alerts: Arc::new(NoAlerts),
             handlers: Default::default(),
             creator: None,
+            budget: None,
             with_registration: false,
             roles: Roles::ALL,
             worker_id: None,
