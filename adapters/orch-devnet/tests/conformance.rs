@@ -52,6 +52,24 @@ async fn resubmission_never_applies_twice() {
 }
 
 #[tokio::test]
+async fn concurrent_resubmissions_apply_once() {
+    let (_dir, s) = fresh();
+    suite::concurrent_resubmissions_apply_once(s, FIXTURE).await;
+}
+
+#[tokio::test]
+async fn strict_order_holds_after_updates_apply() {
+    let (_dir, s) = fresh();
+    suite::strict_order_holds_after_updates_apply(s, FIXTURE).await;
+}
+
+#[tokio::test]
+async fn tx_status_moves_only_forward() {
+    let (_dir, s) = fresh();
+    suite::tx_status_moves_only_forward(s, FIXTURE).await;
+}
+
+#[tokio::test]
 async fn da_publication_is_idempotent_and_included() {
     let da = DevDa::new(DaConfig::default(), 1, ManualClock::at(0));
     // The devnet DA publishes a batch's squashed diff, so the suite's n copies of one update

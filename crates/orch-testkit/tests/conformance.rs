@@ -69,6 +69,21 @@ mod settlement {
     }
 
     #[tokio::test]
+    async fn concurrent_resubmissions_apply_once() {
+        st::concurrent_resubmissions_apply_once(fresh(), F).await;
+    }
+
+    #[tokio::test]
+    async fn strict_order_holds_after_updates_apply() {
+        st::strict_order_holds_after_updates_apply(fresh(), F).await;
+    }
+
+    #[tokio::test]
+    async fn tx_status_moves_only_forward() {
+        st::tx_status_moves_only_forward(fresh(), F).await;
+    }
+
+    #[tokio::test]
     async fn da_publication_is_idempotent_and_included() {
         use orch_core::chain::ChainSource;
         let sample = SimChain::new(1).state_update(0).await.unwrap();

@@ -89,6 +89,72 @@ pub async fn resubmission_never_applies_twice(s: Arc<dyn Settlement>, f: Settlem
     assert_eq!(s.last_settled().await.unwrap().map(|x| x.block), Some(f.start));
 }
 
+/// Rule 2: the same key submitted by several callers at once (two instances after a
+/// failover, a retry racing the first attempt) gives one transaction and applies once; after
+/// confirmation the key still answers with that transaction.
+pub async fn concurrent_resubmissions_apply_once(s: Arc<dyn Settlement>, f: SettlementFixture) {
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.submit_state_update(update(f, 0, "raced")).await })
+        })
+        .collect();
+    let mut hashes = Vec::new();
+    for t in tasks {
+        hashes.push(t.await.expect("task").expect("every racer gets the transaction"));
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "one transaction for one key: {hashes:?}");
+    assert!(confirmed(&*s, &hashes[0]).await, "tx {} never confirmed", hashes[0]);
+    assert_eq!(s.submit_state_update(update(f, 0, "raced")).await.unwrap(), hashes[0]);
+    assert_eq!(s.last_settled().await.unwrap().map(|x| x.block), Some(f.start));
+    // The next block still applies on top: nothing was applied twice.
+    let tx = s.submit_state_update(update(f, 1, "next")).await.unwrap();
+    assert!(confirmed(&*s, &tx).await);
+    assert_eq!(s.last_settled().await.unwrap().map(|x| x.block), Some(f.start + 1));
+}
+
+/// Rule 2: strict order — an update already applied, under a new key, is rejected; an update
+/// two ahead is rejected until the one between applies.
+pub async fn strict_order_holds_after_updates_apply(s: Arc<dyn Settlement>, f: SettlementFixture) {
+    for i in 0..2 {
+        let tx = s.submit_state_update(update(f, i, &format!("in-order-{i}"))).await.unwrap();
+        assert!(confirmed(&*s, &tx).await);
+    }
+    for (i, key) in [(0, "replay-0"), (1, "replay-1"), (3, "ahead-3")] {
+        let r = s.submit_state_update(update(f, i, key)).await;
+        assert!(matches!(r, Err(Error::Rejected { .. })), "update {i} under {key}: {r:?}");
+    }
+    let tx = s.submit_state_update(update(f, 2, "in-order-2")).await.unwrap();
+    assert!(confirmed(&*s, &tx).await);
+    let tx = s.submit_state_update(update(f, 3, "in-order-3")).await.unwrap();
+    assert!(confirmed(&*s, &tx).await);
+    assert_eq!(s.last_settled().await.unwrap().map(|x| x.block), Some(f.start + 3));
+}
+
+/// Rule 4: a transaction's status never moves back while later updates land on top of it
+/// (`NotFound` < `Pending` < `Confirmed` with non-decreasing confirmations).
+pub async fn tx_status_moves_only_forward(s: Arc<dyn Settlement>, f: SettlementFixture) {
+    fn rank(t: &TxStatus) -> (u8, u32) {
+        match t {
+            TxStatus::NotFound => (0, 0),
+            TxStatus::Pending => (1, 0),
+            TxStatus::Confirmed { confirmations } => (2, *confirmations),
+            TxStatus::Reverted { reason } => panic!("a valid update reverted: {reason}"),
+        }
+    }
+    let first = s.submit_state_update(update(f, 0, "watched")).await.unwrap();
+    let mut seen = vec![s.tx_status(&first).await.unwrap()];
+    for i in 1..4 {
+        let tx = s.submit_state_update(update(f, i, &format!("on-top-{i}"))).await.unwrap();
+        assert!(confirmed(&*s, &tx).await);
+        seen.push(s.tx_status(&first).await.unwrap());
+    }
+    assert!(confirmed(&*s, &first).await);
+    seen.push(s.tx_status(&first).await.unwrap());
+    assert!(seen.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])), "status moved back: {seen:?}");
+    assert!(matches!(seen.last(), Some(TxStatus::Confirmed { .. })), "{seen:?}");
+}
+
 /// DA rules 1–2: publication is idempotent and reaches Included; big payloads split.
 pub async fn da_publication_is_idempotent_and_included(da: Arc<dyn Da>, sample: StateUpdate) {
     let req = |key: &str, n: usize| DaRequest {
