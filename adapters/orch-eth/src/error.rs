@@ -24,16 +24,38 @@ pub(crate) fn classify(what: &str, e: TransportError) -> Error {
         ),
         // Connection refused or reset, timeouts, 429 and 5xx from a gateway, a dropped
         // connection task: the node may be back in a moment.
+        // The HTTP client quotes the whole URL, API key included: only the scrubbed text is
+        // kept (not the error itself as a source, whose text a log would print).
         RpcError::Transport(kind) => {
-            let message = format!("{what}: {kind}");
-            Error::Unavailable { backend: BACKEND.into(), message, retry_after: None, source: Some(Box::new(kind)) }
+            let message = scrub_urls(&format!("{what}: {kind}"));
+            Error::Unavailable { backend: BACKEND.into(), message, retry_after: None, source: None }
         }
         // A node that answers `null` where a value is due is syncing or load-balanced onto a
         // lagging replica.
         RpcError::NullResp => Error::unavailable(BACKEND, format!("{what}: the node answered null")),
         // Our request could not be built or the answer not read: a bug or an incompatible node.
-        other => Error::Internal { message: format!("{what}: {other}"), source: Some(Box::new(other)) },
+        other => Error::Internal { message: scrub_urls(&format!("{what}: {other}")), source: None },
     }
+}
+
+/// `text` with every `http(s)://…` reduced to its scheme, host and port: node URLs often
+/// carry an API key in their user info, path or query.
+pub(crate) fn scrub_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let next = |r: &str| [r.find("http://"), r.find("https://")].into_iter().flatten().min();
+    while let Some(at) = next(rest) {
+        out.push_str(&rest[..at]);
+        let url = &rest[at..];
+        let end = url.find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | ',' | '>')).unwrap_or(url.len());
+        let (scheme, after) = url[..end].split_once("://").unwrap_or(("http", ""));
+        let authority = after.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        out.push_str(&format!("{scheme}://{host}/…"));
+        rest = &url[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn classify_response(what: &str, p: ErrorPayload) -> Error {
@@ -99,5 +121,15 @@ mod tests {
         assert!(classify("read", RpcError::NullResp).is_retryable());
         let gone = RpcError::Transport(TransportErrorKind::BackendGone);
         assert!(classify("read", gone).is_retryable());
+    }
+
+    #[test]
+    fn urls_in_error_texts_keep_only_scheme_host_and_port() {
+        let t = "error sending request for url (https://user:pw@eth.example:8545/v3/KEY123?token=T) then http://h/x";
+        let scrubbed = scrub_urls(t);
+        assert_eq!(scrubbed, "error sending request for url (https://eth.example:8545/…) then http://h/…");
+        assert_eq!(scrub_urls("no url here"), "no url here");
+        let e = classify("read", TransportErrorKind::custom_str("GET https://k@n/v3/SECRET failed"));
+        assert!(!format!("{e} {e:?}").contains("SECRET"), "{e:?}");
     }
 }

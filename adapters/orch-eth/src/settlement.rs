@@ -13,6 +13,7 @@ use alloy::sol_types::SolCall;
 use async_trait::async_trait;
 use orch_blob::kzg::KzgProof;
 use orch_blob::{Blob, KzgDaOutput, OsOutputHeader, MAX_BLOBS_PER_TRANSACTION};
+use orch_core::alerts::Alerts;
 use orch_core::error::{Error, Result};
 use orch_core::settle::{
     ProofRegistrationRequest, SettledState, Settlement, SettlementCapabilities, StateUpdateRequest, TxStatus,
@@ -22,9 +23,11 @@ use orch_core::Felt;
 use tokio::sync::Mutex;
 
 use crate::abi::IStarknetCore;
-use crate::config::{parse_address, parse_key, parse_url, EthConfig, SidecarForm};
+use crate::config::{parse_address, parse_url, EthConfig, SidecarForm};
 use crate::error::{classify, BACKEND};
+use crate::prepare;
 use crate::sidecar::{self, ProofForm};
+use crate::txm::{Books, Call, Policy, TxManager};
 
 /// Where the blobs of a KZG-DA state update come from: the settlement request names its DA
 /// publication ([`StateUpdateRequest::da`]); the blobs themselves live with the DA job's
@@ -69,9 +72,10 @@ pub struct EthSettlement {
     confirmations: u32,
     form: ProofForm,
     blobs: Option<Arc<dyn BlobSource>>,
-    /// Dedup key → the transaction sent for it. In memory only: a restart forgets it (the
-    /// transaction manager with persisted intents replaces this).
-    sent: Mutex<HashMap<String, TxHash>>,
+    /// The nonce owner: every state update goes through its persisted intents.
+    txm: TxManager,
+    /// One state update prepared and submitted at a time, in order.
+    submitting: Mutex<()>,
 }
 
 impl fmt::Debug for EthSettlement {
@@ -91,10 +95,11 @@ impl EthSettlement {
     pub async fn connect(cfg: &EthConfig) -> Result<EthSettlement> {
         cfg.validate()?;
         let url = parse_url(cfg.rpc_url.expose())?;
-        let signer = parse_key(cfg.private_key.expose())?;
+        let signer = cfg.signer()?;
         let core = parse_address(&cfg.core_contract)?;
         let operator = signer.address();
-        let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
+        let wallet = EthereumWallet::from(signer);
+        let provider = ProviderBuilder::new().wallet(wallet.clone()).connect_http(url).erased();
         let chain = provider.get_chain_id().await.map_err(|e| classify("read the chain id", e))?;
         if chain != cfg.chain_id {
             return Err(Error::invalid_input(
@@ -114,6 +119,13 @@ impl EthSettlement {
             SidecarForm::CellProofs => ProofForm::Cell,
             SidecarForm::Auto => detect_form(&provider).await?,
         };
+        let state_dir = cfg.state_dir.clone().ok_or_else(|| {
+            Error::invalid_input(
+                "settlement.state_dir",
+                "is unset: give a directory that survives restarts, where the transaction manager keeps its journal",
+            )
+        })?;
+        let txm = TxManager::open(provider.clone(), wallet, operator, Policy::from_config(cfg), state_dir)?;
         tracing::info!(target: "orch::eth", %core, %operator, chain, form = ?form, "connected to the core contract");
         Ok(EthSettlement {
             provider,
@@ -122,8 +134,20 @@ impl EthSettlement {
             confirmations: cfg.confirmations,
             form,
             blobs: None,
-            sent: Mutex::new(HashMap::new()),
+            txm,
+            submitting: Mutex::new(()),
         })
+    }
+
+    /// Where alerts go (spend budget reached, fees above the ceilings, no funds).
+    pub fn with_alerts(mut self, alerts: Arc<dyn Alerts>) -> EthSettlement {
+        self.txm.set_alerts(alerts);
+        self
+    }
+
+    /// The transaction manager's books: pending transactions with their fees, spend.
+    pub async fn books(&self) -> Books {
+        self.txm.books().await
     }
 
     /// Where KZG-DA updates find their blobs. Without one, such updates are `InvalidInput`.
@@ -154,21 +178,31 @@ impl EthSettlement {
         proofs: &[KzgProof],
         what: &str,
     ) -> Result<TxHash> {
-        let _one_at_a_time = self.sent.lock().await;
-        self.send_kzg(program_output, blobs, proofs, what).await
+        let _one_at_a_time = self.submitting.lock().await;
+        let tx = self.kzg_request(program_output, blobs, proofs).await?;
+        self.send(tx, what).await
     }
 
-    async fn send_kzg(
+    /// The `updateStateKzgDA` transaction carrying `blobs` in this instance's sidecar form.
+    async fn kzg_request(
         &self,
         program_output: &[Felt],
         blobs: Vec<Blob>,
         proofs: &[KzgProof],
-        what: &str,
-    ) -> Result<TxHash> {
+    ) -> Result<TransactionRequest> {
         let form = self.form;
         let sidecar = tokio::task::spawn_blocking(move || sidecar::build(&blobs, form))
             .await
             .map_err(|e| Error::internal(format!("building the sidecar: {e}")))??;
+        Ok(self.kzg_call(program_output, proofs, sidecar))
+    }
+
+    fn kzg_call(
+        &self,
+        program_output: &[Felt],
+        proofs: &[KzgProof],
+        sidecar: alloy::eips::eip7594::BlobTransactionSidecarVariant,
+    ) -> TransactionRequest {
         let call = IStarknetCore::updateStateKzgDACall {
             programOutput: words(program_output),
             kzgProofs: proofs.iter().map(|p| Bytes::copy_from_slice(&p.to_bytes())).collect(),
@@ -176,14 +210,12 @@ impl EthSettlement {
         let mut tx = TransactionRequest::default().with_to(self.core).with_input(call.abi_encode());
         tx.sidecar = Some(sidecar);
         tx.populate_blob_hashes();
-        self.send(tx, what).await
+        tx
     }
 
     async fn send(&self, tx: TransactionRequest, what: &str) -> Result<TxHash> {
-        // The nonce is read for every send rather than left to alloy's cached nonce filler:
-        // that one takes a nonce before gas estimation, so a send the contract refuses would
-        // leave a gap and every later transaction stuck behind it. Sends are serialized by
-        // `sent`'s lock; the transaction manager will own nonces (persisted) instead.
+        // An unmanaged send (no journal, no dedup): the nonce is read for each one, after
+        // every transaction the manager has in the pool.
         let nonce = self
             .provider
             .get_transaction_count(self.operator)
@@ -302,14 +334,15 @@ impl Settlement for EthSettlement {
     async fn submit_state_update(&self, req: StateUpdateRequest) -> Result<TxHash> {
         // Held across the send: one update at a time, in order, and a concurrent resubmission
         // of the same key waits for the first and gets its hash.
-        let mut sent = self.sent.lock().await;
-        if let Some(tx) = sent.get(&req.dedup_key) {
-            return Ok(tx.clone());
+        let _one_at_a_time = self.submitting.lock().await;
+        // Known key: its intent answers, before any blob is read or proof computed.
+        if let Some(tx) = self.txm.resume(&req.dedup_key).await? {
+            return Ok(TxHash(format!("{tx:#x}")));
         }
         let header = OsOutputHeader::parse(&req.program_output).map_err(output_err)?;
         check_request(&req, &header)?;
         let what = format!("update state to block {} ({})", req.range.last(), req.dedup_key);
-        let tx = if header.use_kzg_da {
+        let submission = if header.use_kzg_da {
             let kzg = KzgDaOutput::parse(&req.program_output).map_err(output_err)?;
             if kzg.commitments.len() > MAX_BLOBS_PER_TRANSACTION {
                 return Err(Error::invalid_input(
@@ -324,13 +357,15 @@ impl Settlement for EthSettlement {
                 Error::invalid_input("settlement", "a KZG-DA update needs its blobs: no blob source is configured")
             })?;
             let blobs = source.blobs(&req).await?;
-            // Checks each blob against the output's commitment and y_i before paying gas.
-            let checked = blobs.clone();
-            let proofs = tokio::task::spawn_blocking(move || kzg.prove(&checked))
+            let n_blobs = kzg.commitments.len();
+            // Each blob checked against the output's commitment and y_i before any gas is
+            // paid; point proofs and the sidecar computed once, in parallel across blobs.
+            let form = self.form;
+            let prepared = tokio::task::spawn_blocking(move || prepare::prepare(&kzg, &blobs, form))
                 .await
-                .map_err(|e| Error::internal(format!("proving the blobs: {e}")))?
-                .map_err(output_err)?;
-            self.send_kzg(&req.program_output, blobs, &proofs, &what).await?
+                .map_err(|e| Error::internal(format!("proving the blobs: {e}")))??;
+            let request = self.kzg_call(&req.program_output, &prepared.point_proofs, prepared.sidecar);
+            Call { key: req.dedup_key, what, request, blobs: n_blobs }
         } else {
             let (hash, size) = onchain_data(&req.program_output);
             let call = IStarknetCore::updateStateCall {
@@ -338,14 +373,17 @@ impl Settlement for EthSettlement {
                 onchainDataHash: hash,
                 onchainDataSize: size,
             };
-            let tx = TransactionRequest::default().with_to(self.core).with_input(call.abi_encode());
-            self.send(tx, &what).await?
+            let request = TransactionRequest::default().with_to(self.core).with_input(call.abi_encode());
+            Call { key: req.dedup_key, what, request, blobs: 0 }
         };
-        sent.insert(req.dedup_key, tx.clone());
-        Ok(tx)
+        Ok(TxHash(format!("{:#x}", self.txm.submit(submission).await?)))
     }
 
     async fn tx_status(&self, tx: &TxHash) -> Result<TxStatus> {
+        if let Some(status) = self.txm.status(&tx.0).await? {
+            return Ok(status);
+        }
+        // Not the manager's (sent by `send_kzg_update`, or journal pruned): the receipt says.
         let hash: B256 =
             tx.0.parse()
                 .map_err(|_| Error::invalid_input("tx", format!("`{tx}` is not a 32-byte transaction hash")))?;

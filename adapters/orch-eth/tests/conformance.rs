@@ -90,3 +90,21 @@ async fn resubmission_never_applies_twice() {
     let Some((s, f)) = fresh().await else { return };
     suite::resubmission_never_applies_twice(s, f).await;
 }
+
+#[tokio::test]
+async fn concurrent_resubmissions_apply_once() {
+    let Some((s, f)) = fresh().await else { return };
+    suite::concurrent_resubmissions_apply_once(s, f).await;
+}
+
+#[tokio::test]
+async fn strict_order_holds_after_updates_apply() {
+    let Some((s, f)) = fresh().await else { return };
+    suite::strict_order_holds_after_updates_apply(s, f).await;
+}
+
+#[tokio::test]
+async fn tx_status_moves_only_forward() {
+    let Some((s, f)) = fresh().await else { return };
+    suite::tx_status_moves_only_forward(s, f).await;
+}

@@ -273,6 +273,24 @@ pub fn commitments_on(blobs: &[Blob], threads: usize) -> Result<Vec<KzgCommitmen
     par_map(blobs, threads, "blob_to_kzg_commitment", commit)
 }
 
+/// Cell proofs (KZG proofs of the extended blob's cells, EIP-7594) per blob.
+pub const CELL_PROOFS_PER_BLOB: usize = c_kzg::CELLS_PER_EXT_BLOB;
+
+/// The c-kzg precompute (window bits) of the settings [`cell_proofs`] uses. Only cell proofs
+/// use the tables: on a 2-core x86-64 VM, 8 cuts a blob's cell proofs from ~305 ms to ~205 ms
+/// for ~100 MiB of tables and ~3 s of extra one-time loading, paid only by a process that
+/// makes cell proofs (the other functions here keep the table-free settings).
+pub const CELL_PROOF_PRECOMPUTE: u64 = 8;
+
+/// `compute_cells_and_kzg_proofs`, keeping the [`CELL_PROOFS_PER_BLOB`] proofs, in cell order:
+/// what an EIP-7594 sidecar carries (nodes recompute the cells from the blob).
+pub fn cell_proofs(blob: &Blob) -> Result<Vec<KzgProof>> {
+    let (_cells, proofs) = c_kzg::ethereum_kzg_settings(CELL_PROOF_PRECOMPUTE)
+        .compute_cells_and_kzg_proofs(blob.as_ckzg())
+        .map_err(|e| Error::kzg("compute_cells_and_kzg_proofs", e))?;
+    Ok(proofs.iter().map(|p| KzgProof(p.to_bytes().into_inner())).collect())
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -31,7 +31,12 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new() -> Rng {
-        Rng(uuid::Uuid::new_v4().as_u64_pair().0 | 1)
+        Rng::seeded(uuid::Uuid::new_v4().as_u64_pair().0)
+    }
+
+    /// The same sequence for the same seed (a parent test and the child process it starts).
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed | 1)
     }
 
     pub fn next(&mut self) -> u64 {
@@ -95,15 +100,27 @@ pub async fn settlement(
     form: SidecarForm,
     staged: Arc<StagedBlobs>,
 ) -> EthSettlement {
-    let cfg = EthConfig {
+    let cfg = config(url, key, core, form);
+    EthSettlement::connect(&cfg).await.unwrap().with_blob_source(staged)
+}
+
+/// The adapter's config for `core` with `key`: one confirmation, a fresh journal directory.
+pub fn config(url: &str, key: &str, core: Address, form: SidecarForm) -> EthConfig {
+    EthConfig {
         rpc_url: Secret::new(url.into()),
         private_key: Secret::new(key.into()),
         core_contract: format!("{core:#x}"),
         chain_id: CHAIN_ID,
         confirmations: 1,
         sidecar: form,
-    };
-    EthSettlement::connect(&cfg).await.unwrap().with_blob_source(staged)
+        state_dir: Some(fresh_state_dir()),
+        ..EthConfig::default()
+    }
+}
+
+/// A new directory for a transaction journal (left in the temp dir for post-mortems).
+pub fn fresh_state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("orch-eth-test-{}", uuid::Uuid::new_v4()))
 }
 
 /// One batch as the OS would output it for KZG DA, with its blobs.
