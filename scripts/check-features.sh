@@ -6,13 +6,14 @@ cd "$(dirname "$0")/.."
 
 sets=(
   ""                          # no provider at all: the blob tools only
-  sqlite fs devnet postgres mongo redis rabbit sqs s3 kafka
+  sqlite fs devnet postgres mongo redis rabbit sqs s3 kafka eth
   embedded
   "postgres,redis,s3"         # the custom-binary example's set, without the simulated world
   "postgres,redis,s3,devnet"
   "postgres,rabbit,fs,devnet"
   "mongo,sqs,s3,devnet"
   "sqlite,kafka,fs,devnet"
+  "sqlite,fs,devnet,eth"       # the eth example's set
   full
 )
 for f in "${sets[@]}"; do

@@ -62,6 +62,10 @@ enum Command {
     /// Back up, restore, or move the job store to another backend.
     #[command(subcommand)]
     Db(cmd::db::DbCmd),
+    /// Ethereum settlement tools (deploy a stand-in core contract on a local devnet).
+    #[cfg(feature = "eth")]
+    #[command(subcommand)]
+    Eth(cmd::eth::EthCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,5 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Blocks(BlocksCmd::Status(j)) => cmd::blocks_status(&ctx, j.json).await,
         Command::Blob(c) => cmd::blob::blob(c),
         Command::Db(c) => cmd::db::db(&ctx, c).await,
+        #[cfg(feature = "eth")]
+        Command::Eth(c) => cmd::eth::eth(&ctx, c).await,
     }
 }

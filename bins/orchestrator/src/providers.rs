@@ -59,6 +59,14 @@ impl Ports {
         if let Some(q) = &self.queue {
             builder = builder.queue(q.clone());
         }
+        if let Some(blobs) = cfg.engine.batch_blobs {
+            // Blobs counted in the format of the DA layer that publishes them.
+            let budget: orch_blob::BlobBudget = match cfg.da {
+                #[cfg(feature = "devnet")]
+                DaProvider::Devnet(_) => orch_devnet::blob_budget(blobs)?,
+            };
+            builder = builder.batch_budget(Arc::new(budget));
+        }
         Ok(builder.build()?)
     }
 }
@@ -197,12 +205,47 @@ impl Simulated<'_> {
     }
 }
 
+/// Opens the chain source alone (for commands that only read the L2, such as
+/// `eth deploy-stand-in`).
+#[cfg_attr(not(feature = "eth"), allow(dead_code))]
+pub(crate) fn open_chain(cfg: &AppConfig) -> anyhow::Result<Arc<dyn ChainSource>> {
+    prepare_data_dir(cfg)?;
+    #[cfg(feature = "devnet")]
+    let mut sim = Simulated { cfg, fixed_blocks: None, clock: Arc::new(SystemClock), world: None };
+    Ok(match cfg.chain {
+        #[cfg(feature = "devnet")]
+        ChainProvider::Devnet(_) => sim.get()?.chain(),
+    })
+}
+
+/// Ethereum settlement: the core contract through `cfg`'s node and key, its transaction
+/// manager's state under `<data_dir>/eth` unless the config places it, the blobs of KZG-DA
+/// updates read from the DA jobs' artefacts in `storage`, and its alerts (spend, fees, funds)
+/// to `alerts`.
+#[cfg(feature = "eth")]
+async fn open_eth(
+    cfg: &AppConfig,
+    eth: &orch_eth::EthConfig,
+    storage: Arc<dyn Storage>,
+    alerts: Arc<dyn Alerts>,
+) -> anyhow::Result<Arc<dyn Settlement>> {
+    let mut eth = eth.clone();
+    eth.state_dir.get_or_insert_with(|| cfg.data_dir.join("eth"));
+    let settlement = orch_eth::EthSettlement::connect(&eth)
+        .await
+        .map_err(|e| crate::cmd::eth::scrubbed(&eth, e))
+        .context("connecting to the Ethereum settlement layer ([settlement] provider = \"eth\")")?;
+    let blobs = Arc::new(orch_eth::StorageBlobs::new(storage, cfg.chain_id.clone()));
+    Ok(Arc::new(settlement.with_blob_source(blobs).with_alerts(alerts)))
+}
+
 /// Opens every port. `fixed_blocks`: a simulated chain has exactly that many blocks.
 pub(crate) async fn open(cfg: &AppConfig, fixed_blocks: Option<u64>, mode: StoreMode) -> anyhow::Result<Ports> {
     prepare_data_dir(cfg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(cfg, mode).await?;
     let storage = open_storage(cfg).await?;
+    let alerts = open_alerts(cfg, clock.clone());
     #[cfg(feature = "devnet")]
     let mut sim = Simulated { cfg, fixed_blocks, clock: clock.clone(), world: None };
     let chain: Arc<dyn ChainSource> = match cfg.chain {
@@ -224,24 +267,16 @@ pub(crate) async fn open(cfg: &AppConfig, fixed_blocks: Option<u64>, mode: Store
     let settlement: Arc<dyn Settlement> = match cfg.settlement {
         #[cfg(feature = "devnet")]
         SettlementProvider::Devnet(_) => sim.get()?.settlement(),
+        #[cfg(feature = "eth")]
+        SettlementProvider::Eth(ref c) => open_eth(cfg, c, storage.clone(), alerts.clone()).await?,
     };
-    Ok(Ports {
-        db: store.db,
-        queue: store.queue,
-        storage,
-        chain,
-        os,
-        prover,
-        da,
-        settlement,
-        alerts: open_alerts(cfg, clock.clone()),
-        clock,
-    })
+    Ok(Ports { db: store.db, queue: store.queue, storage, chain, os, prover, da, settlement, alerts, clock })
 }
 
 /// The last block the settlement layer has applied (for `blocks status`), when it can be read
-/// without opening it for writing: a status command must not change anything.
-pub(crate) fn settlement_layer_through(cfg: &AppConfig) -> anyhow::Result<Option<u64>> {
+/// without opening it for writing: a status command must not change anything. A node that
+/// cannot be reached is said in a warning, not an error: the job store's view still stands.
+pub(crate) async fn settlement_layer_through(cfg: &AppConfig) -> anyhow::Result<Option<u64>> {
     match cfg.settlement {
         #[cfg(feature = "devnet")]
         SettlementProvider::Devnet(_) => {
@@ -255,5 +290,13 @@ pub(crate) fn settlement_layer_through(cfg: &AppConfig) -> anyhow::Result<Option
                 Err(e) => Err(e.into()),
             }
         }
+        #[cfg(feature = "eth")]
+        SettlementProvider::Eth(ref c) => match crate::cmd::eth::settled_through(c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                tracing::warn!(target: "orch::eth", error = %crate::cmd::describe(&e), "cannot read the core contract's settled block");
+                Ok(None)
+            }
+        },
     }
 }

@@ -3,6 +3,8 @@
 pub(crate) mod blob;
 pub(crate) mod db;
 pub(crate) mod dev;
+#[cfg(feature = "eth")]
+pub(crate) mod eth;
 pub(crate) mod jobs;
 pub(crate) mod run;
 
@@ -87,6 +89,10 @@ impl Ctx {
 
 pub(crate) async fn setup(ctx: &Ctx) -> anyhow::Result<()> {
     let cfg = ctx.load(EngineConfig::default())?;
+    // The L1 first: a wrong chain, a missing contract or an unfunded key is said plainly here,
+    // before anything is created.
+    #[cfg(feature = "eth")]
+    let l1 = eth::preflight_if_eth(&cfg).await?;
     let ports = providers::open(&cfg, None, providers::StoreMode::Setup).await?;
     ports.db.migrate().await?;
     if let Some(q) = &ports.queue {
@@ -99,6 +105,10 @@ pub(crate) async fn setup(ctx: &Ctx) -> anyhow::Result<()> {
         cfg.queue.name(),
         ports.storage.backend()
     ));
+    #[cfg(feature = "eth")]
+    if let Some(l1) = l1 {
+        crate::output::line(l1.to_string());
+    }
     Ok(())
 }
 
@@ -185,7 +195,7 @@ pub(crate) async fn blocks_status(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
     }
     let settled_through =
         if lowest_unsettled == Some(0) { None } else { db.list_jobs(&done).await?.pop().map(|j| j.range().last()) };
-    let settlement_layer_through = providers::settlement_layer_through(&cfg)?;
+    let settlement_layer_through = providers::settlement_layer_through(&cfg).await?;
     let status = BlocksStatus {
         chain_id: cfg.chain_id.to_string(),
         settled_through,

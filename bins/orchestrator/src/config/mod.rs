@@ -159,7 +159,9 @@ impl AppConfig {
         Ok(cfg)
     }
 
-    /// Relative file paths of embedded providers live under the data dir.
+    /// Relative file paths of embedded providers live under the data dir, and so does the
+    /// Ethereum transaction manager's state when the config does not place it
+    /// (`<data_dir>/eth`).
     #[allow(irrefutable_let_patterns)] // builds with a single database or storage provider
     fn resolve_paths(&mut self) {
         let under = |p: &mut PathBuf, dir: &Path| {
@@ -174,6 +176,10 @@ impl AppConfig {
         #[cfg(feature = "fs")]
         if let StorageProvider::Fs(c) = &mut self.storage {
             under(&mut c.root, &self.data_dir);
+        }
+        #[cfg(feature = "eth")]
+        if let SettlementProvider::Eth(c) = &mut self.settlement {
+            under(c.state_dir.get_or_insert_with(|| PathBuf::from("eth")), &self.data_dir);
         }
         let _ = under;
     }
@@ -338,6 +344,52 @@ mod tests {
             let e = load_toml(&format!("[{}]\nprovider = \"{}\"\n", p.section, p.name)).unwrap_err().to_string();
             let feature = p.feature.expect("a provider that can be missing has a feature");
             assert!(e.contains(&format!("--features {feature}")), "{e}");
+        }
+    }
+
+    #[cfg(all(feature = "eth", feature = "embedded"))]
+    const ETH: &str = "[settlement]\nprovider = \"eth\"\nrpc_url = \"http://u:hunter2@127.0.0.1:8545\"\n\
+                       private_key = \"0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\"\n\
+                       core_contract = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\nchain_id = 31337\n";
+
+    #[cfg(all(feature = "eth", feature = "embedded"))]
+    #[test]
+    fn eth_settlement_is_typed_under_either_name_with_its_state_under_the_data_dir() {
+        let cfg = load_toml(ETH).unwrap();
+        let SettlementProvider::Eth(eth) = &cfg.settlement else { panic!("{:?}", cfg.settlement) };
+        assert_eq!(eth.chain_id, 31337);
+        assert_eq!(eth.state_dir.as_deref(), Some(Path::new("data/eth")));
+        // The design's spelling is the same provider.
+        let layer = load_toml(&ETH.replace("provider = \"eth\"", "layer = \"ethereum\"")).unwrap();
+        assert_eq!(layer.settlement, cfg.settlement);
+        assert_eq!(layer.settlement.name(), "eth");
+        let placed = load_toml(&format!("{ETH}state_dir = \"/var/lib/orch-eth\"\n")).unwrap();
+        let SettlementProvider::Eth(eth) = &placed.settlement else { unreachable!() };
+        assert_eq!(eth.state_dir.as_deref(), Some(Path::new("/var/lib/orch-eth")));
+        // Bad values name their key.
+        let e = load_toml(&ETH.replace("31337", "0")).unwrap_err().to_string();
+        assert!(e.contains("settlement.chain_id"), "{e}");
+        let e = load_toml(&format!("{ETH}confirmatons = 2\n")).unwrap_err().to_string();
+        assert!(e.contains("confirmatons"), "{e}");
+    }
+
+    #[cfg(all(feature = "eth", feature = "embedded"))]
+    #[test]
+    fn shown_eth_settlement_redacts_the_node_url_and_the_key() {
+        let v = shown(&load_toml(ETH).unwrap()).unwrap();
+        let text = v.to_string();
+        assert_eq!(v["settlement"]["provider"], "eth", "{v}");
+        assert_eq!(v["settlement"]["rpc_url"], "<redacted>", "{v}");
+        assert_eq!(v["settlement"]["private_key"], "<redacted>", "{v}");
+        assert!(!text.contains("hunter2") && !text.contains("ac0974bec39a17e3"), "{text}");
+    }
+
+    #[cfg(not(feature = "eth"))]
+    #[test]
+    fn ethereum_settlement_names_the_eth_feature_when_not_compiled_in() {
+        for name in ["eth", "ethereum"] {
+            let e = load_toml(&format!("[settlement]\nlayer = \"{name}\"\n")).unwrap_err().to_string();
+            assert!(e.contains("--features eth"), "{e}");
         }
     }
 

@@ -88,6 +88,9 @@ pub(crate) struct Provider {
     pub(crate) section: &'static str,
     /// The name a config uses, e.g. `postgres`.
     pub(crate) name: &'static str,
+    /// Other names a config may use for it (`[settlement] layer = "ethereum"` for `eth`).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) aliases: &'static [&'static str],
     /// The Cargo feature that compiles it in (`None`: always there, or planned).
     pub(crate) feature: Option<&'static str>,
     /// Whether this binary has it.
@@ -100,7 +103,7 @@ pub(crate) struct Provider {
 fn unavailable(section: &str, name: &str, known: &[Provider]) -> anyhow::Error {
     let quoted =
         |it: &mut dyn Iterator<Item = &Provider>| it.map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ");
-    match known.iter().find(|p| p.name == name) {
+    match known.iter().find(|p| p.name == name || p.aliases.contains(&name)) {
         Some(p) if p.planned => anyhow::anyhow!(
             "[{section}] provider \"{name}\" is planned but not in this release of orch yet; available here: {}",
             quoted(&mut known.iter().filter(|p| p.compiled))
@@ -127,18 +130,20 @@ macro_rules! feature_of {
 }
 
 /// Declares one section's typed enum; see the module docs. A variant without `if "feature"`
-/// is always compiled in.
+/// is always compiled in; `= "name" | "alias"` accepts the alias as the same provider.
 macro_rules! provider_section {
     (
         $(#[$doc:meta])*
         $Enum:ident in $section:literal, default $default:literal {
-            $( $(#[$vdoc:meta])* $Variant:ident($Cfg:ty) = $name:literal $(if $feature:literal)?, )*
+            $( $(#[$vdoc:meta])* $Variant:ident($Cfg:ty) = $name:literal $(| $alias:literal)* $(if $feature:literal)?, )*
         }
         planned [$($planned:literal),* $(,)?]
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Serialize)]
         #[serde(tag = "provider")]
+        // One value per section, built once from the config: variants' sizes do not matter.
+        #[allow(clippy::large_enum_variant)]
         pub(crate) enum $Enum {
             $(
                 $(#[$vdoc])*
@@ -154,11 +159,19 @@ macro_rules! provider_section {
                 $( Provider {
                     section: $section,
                     name: $name,
+                    aliases: &[$($alias),*],
                     feature: feature_of!($($feature)?),
                     compiled: true $(&& cfg!(feature = $feature))?,
                     planned: false,
                 }, )*
-                $( Provider { section: $section, name: $planned, feature: None, compiled: false, planned: true }, )*
+                $( Provider {
+                    section: $section,
+                    name: $planned,
+                    aliases: &[],
+                    feature: None,
+                    compiled: false,
+                    planned: true,
+                }, )*
             ];
 
             /// The provider's name as a config writes it.
@@ -174,7 +187,7 @@ macro_rules! provider_section {
                 match raw.provider($section, $default)? {
                     $(
                         $(#[cfg(feature = $feature)])?
-                        $name => {
+                        $name $(| $alias)* => {
                             let c: $Cfg = raw.parse($section)?;
                             c.validate()?;
                             Ok(Self::$Variant(c))
@@ -271,8 +284,11 @@ provider_section! {
     SettlementProvider in "settlement", default "devnet" {
         /// The simulated ledger (`[devnet.settlement]`).
         Devnet(NoOptions) = "devnet" if "devnet",
+        /// The Starknet core contract on Ethereum, state updates with EIP-4844 blobs
+        /// (`provider = "eth"` or the design's `layer = "ethereum"`).
+        Eth(orch_eth::EthConfig) = "eth" | "ethereum" if "eth",
     }
-    planned ["ethereum", "starknet"]
+    planned ["starknet"]
 }
 
 provider_section! {
