@@ -334,8 +334,12 @@ mod tests {
         assert_eq!(field(EthConfig { rpc_url: Secret::new("ws://x".into()), ..valid() }), "settlement.rpc_url");
         assert_eq!(field(EthConfig { private_key: Secret::new("0x12".into()), ..valid() }), "settlement.private_key");
         assert_eq!(field(EthConfig { private_key: Secret::default(), ..valid() }), "settlement.private_key");
-        assert_eq!(field(EthConfig { keystore: Some("/nonexistent/k.json".into()), ..valid() }), "settlement.private_key");
-        let no_file = EthConfig { private_key: Secret::default(), keystore: Some("/nonexistent/k.json".into()), ..valid() };
+        assert_eq!(
+            field(EthConfig { keystore: Some("/nonexistent/k.json".into()), ..valid() }),
+            "settlement.private_key"
+        );
+        let no_file =
+            EthConfig { private_key: Secret::default(), keystore: Some("/nonexistent/k.json".into()), ..valid() };
         assert_eq!(field(no_file), "settlement.keystore");
         assert_eq!(field(EthConfig { core_contract: "0x12".into(), ..valid() }), "settlement.core_contract");
         assert_eq!(field(EthConfig { chain_id: 0, ..valid() }), "settlement.chain_id");
@@ -354,8 +358,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = alloy::hex::decode(&KEY[2..]).unwrap();
         let mut rng = rand::thread_rng();
-        let (_, name) = alloy::signers::local::PrivateKeySigner::encrypt_keystore(dir.path(), &mut rng, &key, "pw", None)
-            .unwrap();
+        let (_, name) =
+            alloy::signers::local::PrivateKeySigner::encrypt_keystore(dir.path(), &mut rng, &key, "pw", None).unwrap();
         let path = dir.path().join(name);
         let cfg = EthConfig {
             private_key: Secret::default(),

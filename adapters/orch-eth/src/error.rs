@@ -47,7 +47,8 @@ pub(crate) fn scrub_urls(text: &str) -> String {
     while let Some(at) = next(rest) {
         out.push_str(&rest[..at]);
         let url = &rest[at..];
-        let end = url.find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | ',' | '>')).unwrap_or(url.len());
+        let end =
+            url.find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | ',' | '>')).unwrap_or(url.len());
         let (scheme, after) = url[..end].split_once("://").unwrap_or(("http", ""));
         let authority = after.split(['/', '?', '#']).next().unwrap_or("");
         let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);

@@ -88,6 +88,20 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// The example against the anvil at `url`, on a devnet chain of `blocks` blocks that all
+/// exist at once, with an engine that polls fast.
+fn run_env(url: &str, blocks: u64) -> Vec<(String, String)> {
+    env(&[
+        ("ORCH_SETTLEMENT__RPC_URL", url),
+        ("ORCH_DEVNET__CHAIN__BLOCKS", &blocks.to_string()),
+        ("ORCH_DEVNET__CHAIN__BLOCK_TIME", "0s"),
+        ("ORCH_ENGINE__POLL_INTERVAL", "20ms"),
+        ("ORCH_ENGINE__CREATOR_INTERVAL", "20ms"),
+        ("ORCH_ENGINE__VERIFY_POLL", "100ms"),
+        ("ORCH_ENGINE__DEPENDENCY_POLL", "200ms"),
+    ])
+}
+
 /// A running orchestrator, killed if the test ends without stopping it.
 struct Running(Child);
 
@@ -141,15 +155,7 @@ fn run_settles_200_devnet_blocks_on_anvil_each_once() {
     let anvil = PrivateAnvil::start(&anvil_bin, &extra.split_whitespace().collect::<Vec<_>>());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = env(&[
-        ("ORCH_SETTLEMENT__RPC_URL", &anvil.url),
-        ("ORCH_DEVNET__CHAIN__BLOCKS", &BLOCKS.to_string()),
-        ("ORCH_DEVNET__CHAIN__BLOCK_TIME", "0s"),
-        ("ORCH_ENGINE__POLL_INTERVAL", "20ms"),
-        ("ORCH_ENGINE__CREATOR_INTERVAL", "20ms"),
-        ("ORCH_ENGINE__VERIFY_POLL", "100ms"),
-        ("ORCH_ENGINE__DEPENDENCY_POLL", "200ms"),
-    ]);
+    let env = run_env(&anvil.url, BLOCKS);
 
     let deployed = ok_json(&orch(&data, &env, &["eth", "deploy-stand-in", "--json"]), "eth deploy-stand-in");
     let core: Address = deployed["address"].as_str().unwrap().parse().unwrap();
@@ -408,15 +414,7 @@ fn kill_9_between_signing_and_receipt_never_settles_a_batch_twice() {
     let anvil = PrivateAnvil::start(&anvil_bin, &[]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = env(&[
-        ("ORCH_SETTLEMENT__RPC_URL", &anvil.url),
-        ("ORCH_DEVNET__CHAIN__BLOCKS", &CRASH_BLOCKS.to_string()),
-        ("ORCH_DEVNET__CHAIN__BLOCK_TIME", "0s"),
-        ("ORCH_ENGINE__POLL_INTERVAL", "20ms"),
-        ("ORCH_ENGINE__CREATOR_INTERVAL", "20ms"),
-        ("ORCH_ENGINE__VERIFY_POLL", "100ms"),
-        ("ORCH_ENGINE__DEPENDENCY_POLL", "200ms"),
-    ]);
+    let env = run_env(&anvil.url, CRASH_BLOCKS);
     ok_json(&orch(&data, &env, &["eth", "deploy-stand-in", "--json"]), "eth deploy-stand-in");
     assert!(orch(&data, &env, &["setup"]).status.success());
     let core: Address = CORE.parse().unwrap();
