@@ -148,14 +148,27 @@ fn felt(v: alloy::primitives::U256) -> Felt {
 /// chain's roots.
 #[test]
 fn run_settles_200_devnet_blocks_on_anvil_each_once() {
-    let Some(anvil_bin) = anvil_bin() else { return };
     // Automine by default: each transaction gets its block at once (the example's 1
     // confirmation). `ORCH_TEST_ETH_ANVIL_ARGS="--block-time 1"` measures with L1 block times.
     let extra = std::env::var("ORCH_TEST_ETH_ANVIL_ARGS").unwrap_or_default();
+    settle_example(&extra, BLOCKS);
+}
+
+/// The same on a Prague node, whose blob transactions carry EIP-4844 blob proofs (the
+/// default fork, Osaka, takes cell proofs).
+#[test]
+fn run_settles_on_prague_with_blob_proofs() {
+    settle_example("--hardfork prague", 100);
+}
+
+/// `eth deploy-stand-in`, `setup` (twice), `run` until `blocks` blocks are settled on an
+/// anvil started with `extra`, then the checks above.
+fn settle_example(extra: &str, blocks: u64) {
+    let Some(anvil_bin) = anvil_bin() else { return };
     let anvil = PrivateAnvil::start(&anvil_bin, &extra.split_whitespace().collect::<Vec<_>>());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = run_env(&anvil.url, BLOCKS);
+    let env = run_env(&anvil.url, blocks);
 
     let deployed = ok_json(&orch(&data, &env, &["eth", "deploy-stand-in", "--json"]), "eth deploy-stand-in");
     let core: Address = deployed["address"].as_str().unwrap().parse().unwrap();
@@ -182,7 +195,7 @@ fn run_settles_200_devnet_blocks_on_anvil_each_once() {
     let started = Instant::now();
     let mut run = Running(c.spawn().expect("run starts"));
     let (mut last, mut moved) = (None, Instant::now());
-    while last != Some(BLOCKS - 1) && moved.elapsed() < STALL {
+    while last != Some(blocks - 1) && moved.elapsed() < STALL {
         std::thread::sleep(Duration::from_millis(100));
         let now = rt.block_on(state_block(&provider, core));
         if now != last {
@@ -194,7 +207,7 @@ fn run_settles_200_devnet_blocks_on_anvil_each_once() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         let s = ok_json(&orch(&data, &env, &["blocks", "status", "--json"]), "blocks status");
-        if s["settled_through"] == BLOCKS - 1 || Instant::now() > deadline {
+        if s["settled_through"] == blocks - 1 || Instant::now() > deadline {
             break s;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -203,19 +216,19 @@ fn run_settles_200_devnet_blocks_on_anvil_each_once() {
     let run_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
         last,
-        Some(BLOCKS - 1),
+        Some(blocks - 1),
         "the contract must hold blocks 0..{} (holds {last:?}); run log:\n{run_log}",
-        BLOCKS - 1
+        blocks - 1
     );
-    assert_eq!(status["settled_through"], BLOCKS - 1, "{status}");
-    assert_eq!(status["settlement_layer_through"], BLOCKS - 1, "{status}");
+    assert_eq!(status["settled_through"], blocks - 1, "{status}");
+    assert_eq!(status["settlement_layer_through"], blocks - 1, "{status}");
 
     // The contract's state is the devnet chain's at its last block.
     let mut devnet = example_devnet();
-    devnet.chain = orch_devnet::ChainConfig { blocks: Some(BLOCKS), block_time: Duration::ZERO, ..devnet.chain };
+    devnet.chain = orch_devnet::ChainConfig { blocks: Some(blocks), block_time: Duration::ZERO, ..devnet.chain };
     let world =
         orch_devnet::Devnet::open(devnet, data.join("devnet"), Arc::new(SystemClock) as Arc<dyn Clock>).unwrap();
-    let head = rt.block_on(world.chain().block(BLOCKS - 1)).unwrap();
+    let head = rt.block_on(world.chain().block(blocks - 1)).unwrap();
     assert_eq!(felt(rt.block_on(view(&provider, core, IStarknetCore::stateRootCall {}))), head.state_root);
     assert_eq!(felt(rt.block_on(view(&provider, core, IStarknetCore::stateBlockHashCall {}))), head.hash);
 
@@ -251,9 +264,9 @@ fn run_settles_200_devnet_blocks_on_anvil_each_once() {
     };
     let secs = elapsed.as_secs_f64();
     eprintln!(
-        "settled {BLOCKS} devnet blocks on anvil ({}) in {secs:.1} s ({:.1} blocks/s): {} state updates carrying {blobs} blobs",
-        if extra.is_empty() { "automine" } else { extra.as_str() },
-        BLOCKS as f64 / secs,
+        "settled {blocks} devnet blocks on anvil ({}) in {secs:.1} s ({:.1} blocks/s): {} state updates carrying {blobs} blobs",
+        if extra.is_empty() { "automine" } else { extra },
+        blocks as f64 / secs,
         logs.len()
     );
     assert!(!run_log.contains(KEY_HEX), "the run logged the private key");
