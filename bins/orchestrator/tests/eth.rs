@@ -139,6 +139,51 @@ async fn state_block(p: &DynProvider, core: Address) -> Option<u64> {
     (!n.is_negative()).then(|| u64::try_from(n.into_raw()).unwrap())
 }
 
+/// Polls the contract until it holds block `target`, or nothing moved for [`STALL`]; the last
+/// block it held (starting from `from`).
+fn settle_until(
+    rt: &tokio::runtime::Runtime,
+    provider: &DynProvider,
+    core: Address,
+    target: u64,
+    from: Option<u64>,
+) -> Option<u64> {
+    let (mut last, mut moved) = (from, Instant::now());
+    while last != Some(target) && moved.elapsed() < STALL {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = rt.block_on(state_block(provider, core));
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        }
+    }
+    last
+}
+
+/// `blocks status` once the store has caught up with the contract at `target` (the last
+/// job's confirmation), or after 30 s.
+fn store_catches_up(data: &Path, env: &[(String, String)], target: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = ok_json(&orch(data, env, &["blocks", "status", "--json"]), "blocks status");
+        if s["settled_through"] == target || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The block number of each `LogStateUpdate` the contract emitted, in order.
+fn update_block_numbers(rt: &tokio::runtime::Runtime, provider: &DynProvider, core: Address) -> Vec<i64> {
+    let filter =
+        Filter::new().address(core).event_signature(IStarknetCore::LogStateUpdate::SIGNATURE_HASH).from_block(0u64);
+    let logs = rt.block_on(provider.get_logs(&filter)).unwrap();
+    logs.iter()
+        .map(|l| {
+            i64::try_from(l.log_decode::<IStarknetCore::LogStateUpdate>().unwrap().inner.data.blockNumber).unwrap()
+        })
+        .collect()
+}
+
 fn felt(v: alloy::primitives::U256) -> Felt {
     Felt::from_be_bytes(v.to_be_bytes::<32>()).unwrap()
 }
@@ -194,24 +239,9 @@ fn settle_example(extra: &str, blocks: u64) {
     }
     let started = Instant::now();
     let mut run = Running(c.spawn().expect("run starts"));
-    let (mut last, mut moved) = (None, Instant::now());
-    while last != Some(blocks - 1) && moved.elapsed() < STALL {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = rt.block_on(state_block(&provider, core));
-        if now != last {
-            (last, moved) = (now, Instant::now());
-        }
-    }
+    let last = settle_until(&rt, &provider, core, blocks - 1, None);
     let elapsed = started.elapsed();
-    // The store catches up with the contract (the last job's confirmation).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let s = ok_json(&orch(&data, &env, &["blocks", "status", "--json"]), "blocks status");
-        if s["settled_through"] == blocks - 1 || Instant::now() > deadline {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = store_catches_up(&data, &env, blocks - 1);
     run.terminate();
     let run_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
@@ -233,23 +263,14 @@ fn settle_example(extra: &str, blocks: u64) {
     assert_eq!(felt(rt.block_on(view(&provider, core, IStarknetCore::stateBlockHashCall {}))), head.hash);
 
     // One LogStateUpdate per state-transition job, in block order: nothing settled twice.
-    let filter =
-        Filter::new().address(core).event_signature(IStarknetCore::LogStateUpdate::SIGNATURE_HASH).from_block(0u64);
-    let logs = rt.block_on(provider.get_logs(&filter)).unwrap();
-    let numbers: Vec<i64> = logs
-        .iter()
-        .map(|l| {
-            let e = l.log_decode::<IStarknetCore::LogStateUpdate>().unwrap();
-            i64::try_from(e.inner.data.blockNumber).unwrap()
-        })
-        .collect();
+    let numbers = update_block_numbers(&rt, &provider, core);
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "updates in block order, none repeated: {numbers:?}");
     let jobs = ok_json(
         &orch(&data, &env, &["jobs", "list", "--json", "--kind", "state_transition", "--limit", "10000"]),
         "jobs list",
     );
     let jobs = jobs.as_array().unwrap();
-    assert_eq!(logs.len(), jobs.len(), "one update event per state-transition job");
+    assert_eq!(numbers.len(), jobs.len(), "one update event per state-transition job");
     assert!(jobs.iter().all(|j| j["status"] == "Completed"), "{jobs:?}");
     let blobs: u64 = {
         let da = ok_json(
@@ -267,7 +288,7 @@ fn settle_example(extra: &str, blocks: u64) {
         "settled {blocks} devnet blocks on anvil ({}) in {secs:.1} s ({:.1} blocks/s): {} state updates carrying {blobs} blobs",
         if extra.is_empty() { "automine" } else { extra },
         blocks as f64 / secs,
-        logs.len()
+        numbers.len()
     );
     assert!(!run_log.contains(KEY_HEX), "the run logged the private key");
 }
@@ -467,46 +488,24 @@ fn kill_9_between_signing_and_receipt_never_settles_a_batch_twice() {
         run.0.wait().unwrap();
     }
     let mut run = spawn(&[]);
-    let (mut last, mut moved) = (rt.block_on(state_block(&provider, core)), Instant::now());
-    while last != Some(CRASH_BLOCKS - 1) && moved.elapsed() < STALL {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = rt.block_on(state_block(&provider, core));
-        if now != last {
-            (last, moved) = (now, Instant::now());
-        }
-    }
-    // The store catches up (the last job's confirmation), then a graceful stop.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let s = ok_json(&orch(&data, &env, &["blocks", "status", "--json"]), "blocks status");
-        if s["settled_through"] == CRASH_BLOCKS - 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let from = rt.block_on(state_block(&provider, core));
+    let last = settle_until(&rt, &provider, core, CRASH_BLOCKS - 1, from);
+    store_catches_up(&data, &env, CRASH_BLOCKS - 1);
     run.terminate();
     assert_eq!(last, Some(CRASH_BLOCKS - 1), "settled after {after_crashes:?} at the crashes; log:\n{}", run_log());
 
-    let filter =
-        Filter::new().address(core).event_signature(IStarknetCore::LogStateUpdate::SIGNATURE_HASH).from_block(0u64);
-    let logs = rt.block_on(provider.get_logs(&filter)).unwrap();
-    let numbers: Vec<i64> = logs
-        .iter()
-        .map(|l| {
-            i64::try_from(l.log_decode::<IStarknetCore::LogStateUpdate>().unwrap().inner.data.blockNumber).unwrap()
-        })
-        .collect();
+    let numbers = update_block_numbers(&rt, &provider, core);
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "each range once, in order: {numbers:?}");
     assert_eq!(numbers.last(), Some(&((CRASH_BLOCKS - 1) as i64)));
     let jobs = ok_json(
         &orch(&data, &env, &["jobs", "list", "--json", "--kind", "state_transition", "--limit", "1000"]),
         "jobs",
     );
-    assert_eq!(logs.len(), jobs.as_array().unwrap().len(), "one update per state-transition job");
+    assert_eq!(numbers.len(), jobs.as_array().unwrap().len(), "one update per state-transition job");
     // Account #0 sent the deployment and the updates, and nothing else was ever mined.
     let operator: Address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse().unwrap();
     let nonce = rt.block_on(provider.get_transaction_count(operator).into_future()).unwrap();
-    assert_eq!(nonce, 1 + logs.len() as u64, "no second (reverted or duplicate) update transaction");
+    assert_eq!(nonce, 1 + numbers.len() as u64, "no second (reverted or duplicate) update transaction");
 
     // `eth status` reads the same, with nothing left in flight.
     let status = ok_json(&orch(&data, &env, &["eth", "status", "--json"]), "eth status");
@@ -514,5 +513,5 @@ fn kill_9_between_signing_and_receipt_never_settles_a_batch_twice() {
     assert_eq!(status["pending"].as_array().map(Vec::len), Some(0), "{status}");
     assert!(!status.to_string().contains(KEY_HEX));
     assert!(!run_log().contains(KEY_HEX), "the run logged the private key");
-    eprintln!("crash test: {} state updates after 2 self-aborts and 3 SIGKILLs", logs.len());
+    eprintln!("crash test: {} state updates after 2 self-aborts and 3 SIGKILLs", numbers.len());
 }

@@ -482,10 +482,13 @@ impl TxManager {
             return st.save(self.policy.window_start(unix_now()));
         }
         let mut known = false;
-        for a in &intent.attempts {
+        for a in intent.attempts.iter().rev() {
             let tx =
                 self.provider.get_transaction_by_hash(a.hash).await.map_err(|e| classify("read a transaction", e))?;
-            known |= tx.is_some();
+            if tx.is_some() {
+                known = true;
+                break;
+            }
         }
         if !known {
             tracing::warn!(target: "orch::eth", tx = %intent.latest().hash, nonce = intent.nonce, "not in the node's pool: broadcasting again");
